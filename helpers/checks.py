@@ -1,0 +1,61 @@
+"""Exercise checkers: they tell the learner "correct" or give a specific hint, and never crash a notebook.
+
+Each notebook ends with exercises; a check cell calls one of these. By default a wrong answer prints a hint and
+returns False, so a student copy runs top to bottom. With ``INT8_COURSE_STRICT_CHECKS=1`` (set by ``make test`` and
+``make run`` for the instructor notebooks, whose solutions are filled in) a wrong answer raises
+``ExerciseNotSolved`` so the suite notices a broken solution.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+STRICT_ENV_VAR = "INT8_COURSE_STRICT_CHECKS"
+
+
+class ExerciseNotSolved(AssertionError):
+    """A check failed while strict checking was on."""
+
+
+def strict() -> bool:
+    return os.environ.get(STRICT_ENV_VAR, "") not in ("", "0", "false", "no")
+
+
+def _unanswered(answer) -> bool:
+    return answer is None or answer is Ellipsis
+
+
+def report(name: str, passed: bool, hint: str, success: str = "") -> bool:
+    """Print the verdict for exercise ``name``; in strict mode a failure raises."""
+    if passed:
+        print(f"✅ {name}: correct. {success}".rstrip())
+        return True
+    message = f"❌ {name}: not yet. Hint: {hint}"
+    if strict():
+        raise ExerciseNotSolved(message)
+    print(message)
+    return False
+
+
+def check_equal(name: str, answer, expected, hint: str, success: str = "") -> bool:
+    if _unanswered(answer):
+        return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
+    return report(name, answer == expected, hint, success)
+
+
+def check_close(name: str, answer, expected: float, hint: str, rel: float = 1e-3, abs_tol: float = 1e-6,
+                success: str = "") -> bool:
+    if _unanswered(answer):
+        return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
+    try:
+        ok = math.isclose(float(answer), float(expected), rel_tol=rel, abs_tol=abs_tol)
+    except (TypeError, ValueError):
+        return report(name, False, f"expected a number, got {type(answer).__name__}. " + hint, success)
+    return report(name, ok, hint, success)
+
+
+def check_true(name: str, condition, hint: str, success: str = "") -> bool:
+    if _unanswered(condition):
+        return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
+    return report(name, bool(condition), hint, success)

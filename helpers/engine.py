@@ -1,0 +1,116 @@
+"""Choosing the quantized engine: the fix for ``RuntimeError: ... NoQEngine``.
+
+PyTorch runs int8 kernels through a *quantized engine* (``torch.backends.quantized.engine``). The source notes crashed
+with ``Didn't find engine for operation quantized::linear_prepack NoQEngine`` because no engine was active on their
+platform (Apple silicon and some ARM builds start with ``none``). The fix is to pick one the build supports:
+
+- x86-64: ``x86`` (fbgemm plus oneDNN heuristics), then ``fbgemm``;
+- ARM, Apple silicon included: ``qnnpack``;
+- an explicit override (argument or ``$INT8_COURSE_ENGINE``) wins.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+import torch
+
+ENGINE_ENV_VAR = "INT8_COURSE_ENGINE"
+
+#: Preferred engines per CPU family, best first.
+PREFERENCES: dict[str, tuple[str, ...]] = {
+    "x86": ("x86", "fbgemm", "onednn", "qnnpack"),
+    "arm": ("qnnpack", "onednn"),
+    "other": ("x86", "fbgemm", "onednn", "qnnpack"),
+}
+
+
+class NoQuantizedEngineError(RuntimeError):
+    """No quantized engine is usable in this PyTorch build."""
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: str
+    reason: str
+    supported: tuple[str, ...]
+    machine: str
+
+    def __str__(self) -> str:
+        return f"quantized engine: {self.engine} ({self.reason}); supported here: {list(self.supported)}"
+
+
+def cpu_family(machine: str) -> str:
+    """Map ``platform.machine()`` to ``x86``, ``arm`` or ``other``."""
+    m = machine.lower()
+    if m in {"x86_64", "amd64", "i386", "i686", "x86"}:
+        return "x86"
+    if m.startswith(("arm", "aarch64")):
+        return "arm"
+    return "other"
+
+
+def choose_engine(supported, machine: str, override: str | None = None) -> EngineChoice:
+    """Decide which engine to use. Pure: it only looks at its arguments.
+
+    ``supported`` is what ``torch.backends.quantized.supported_engines`` returns; ``none`` is not an engine.
+    """
+    supported = tuple(supported)
+    usable = [e for e in supported if e != "none"]
+    if override:
+        if override not in usable:
+            raise ValueError(
+                f"quantized engine {override!r} was requested but this PyTorch build supports {usable or 'none'}. "
+                f"Pick one of those, or unset {ENGINE_ENV_VAR}."
+            )
+        return EngineChoice(override, "explicit override", supported, machine)
+    if not usable:
+        raise NoQuantizedEngineError(
+            f"No quantized engine is available (torch.backends.quantized.supported_engines = {list(supported)}), so "
+            "int8 operators fail with 'NoQEngine'. Install an official PyTorch CPU build, which ships x86/fbgemm on "
+            "x86-64 and qnnpack on ARM: `pip install torch==2.13.0`. A custom build needs USE_FBGEMM=1 or "
+            "USE_PYTORCH_QNNPACK=1."
+        )
+    family = cpu_family(machine)
+    for engine in PREFERENCES[family]:
+        if engine in usable:
+            rank = PREFERENCES[family].index(engine)
+            why = "first choice" if rank == 0 else f"fallback #{rank} ({', '.join(PREFERENCES[family][:rank])} missing)"
+            return EngineChoice(engine, f"{why} for {family} CPUs ({machine})", supported, machine)
+    return EngineChoice(usable[0], f"only usable engine on {machine}", supported, machine)
+
+
+def select_engine(override: str | None = None, verbose: bool = False) -> EngineChoice:
+    """Choose an engine for this machine, activate it and return the choice."""
+    override = override or os.environ.get(ENGINE_ENV_VAR) or None
+    choice = choose_engine(torch.backends.quantized.supported_engines, platform.machine(), override)
+    torch.backends.quantized.engine = choice.engine
+    if verbose:
+        print(choice)
+    return choice
+
+
+def cpu_features() -> dict[str, bool | str]:
+    """The CPU features that decide int8 and bf16 speed: AVX2, AVX-512 VNNI, AMX."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return {
+        "machine": platform.machine(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "avx2": "avx2" in flags,
+        "avx512f": "avx512f" in flags,
+        "avx512_vnni": "avx512_vnni" in flags,
+        "avx_vnni": "avx_vnni" in flags,
+        "amx_int8": "amx_int8" in flags,
+        "amx_bf16": "amx_bf16" in flags,
+        "neon/asimd": "asimd" in flags,
+    }

@@ -1,0 +1,211 @@
+"""The fine-tuned MiniLM sentiment classifier that notebooks 03-06 share, trained once and cached.
+
+``get_classifier(config)`` returns the classifier for a ``FinetuneConfig``. The first call fine-tunes MiniLM on the
+Rotten Tomatoes train split (keeping the epoch with the best *validation* accuracy; the test split is never seen
+here), then caches the weights under ``<cache>/classifier-<key>/`` where the key hashes the settings. Later calls
+load the cache in a second.
+
+The cache is safe to share:
+- it is written into a temporary directory and renamed into place, so a crash never leaves a half-written entry;
+- each entry carries the sha256 of its weights, and an entry that is incomplete or corrupt is rebuilt;
+- a file lock serialises callers, so two notebooks starting at once train once and never corrupt it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import data as data_mod
+from . import models
+from .paths import cache_dir as default_cache_dir
+
+CACHE_FORMAT = 1
+WEIGHTS_FILE = "weights.pt"
+META_FILE = "meta.json"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 3
+    max_len: int = 64
+    batch_size: int = 32
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.1
+    train_examples: int | None = None  # None: the whole train split
+    seed: int = 0
+
+    def key(self) -> str:
+        """A short hash of the settings (and of what the cache format depends on)."""
+        blob = json.dumps({"config": dataclasses.asdict(self), "format": CACHE_FORMAT, "model": "all-MiniLM-L6-v2",
+                           "data": "rotten_tomatoes/binary/seed0"}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+#: Smoke: a short fine-tune for CI (about a minute on 2 cores). Full: the workshop setting (about 0.80 test accuracy).
+SMOKE = FinetuneConfig(epochs=1, max_len=48, train_examples=1600)
+FULL = FinetuneConfig(epochs=3, max_len=64)
+
+
+def config_for(smoke: bool) -> FinetuneConfig:
+    return SMOKE if smoke else FULL
+
+
+# --- inference ------------------------------------------------------------------------------------------------
+
+def encode(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
+    """Token ids and attention mask, padded and truncated to ``max_len``."""
+    return dict(tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"))
+
+
+@torch.inference_mode()
+def predict_logits(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 64, progress: bool = False):
+    """Logits for ``texts``, batch by batch (an ``[n, num_labels]`` float tensor)."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    out = []
+    starts = range(0, len(texts), batch_size)
+    for i in tqdm(starts, desc="predict", disable=not progress, leave=False):
+        batch = encode(tokenizer, texts[i:i + batch_size], max_len)
+        out.append(model(**batch).logits.float())
+    return torch.cat(out)
+
+
+def evaluate(model, tokenizer, split: data_mod.Split, max_len: int, batch_size: int = 64, progress: bool = False) -> dict:
+    """Accuracy, predictions and logits of ``model`` on a split."""
+    logits = predict_logits(model, tokenizer, split.texts, max_len, batch_size, progress)
+    preds = logits.argmax(dim=1)
+    acc = (preds == torch.tensor(split.labels)).float().mean().item()
+    return {"accuracy": acc, "predictions": preds, "logits": logits}
+
+
+# --- training -------------------------------------------------------------------------------------------------
+
+def train(config: FinetuneConfig, progress: bool = True):
+    """Fine-tune a fresh MiniLM classifier; return ``(model, history)``. Model selection on validation only."""
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(config.seed)
+    splits = data_mod.load_rotten_tomatoes()
+    train_split = splits["train"] if config.train_examples is None else splits["train"].head(config.train_examples)
+    val_split = splits["validation"]
+    tokenizer = models.load_tokenizer()
+    model = models.load_classifier(num_labels=2)
+    enc = encode(tokenizer, train_split.texts, config.max_len)
+    labels = torch.tensor(train_split.labels)
+    n = len(labels)
+    steps_per_epoch = (n + config.batch_size - 1) // config.batch_size
+    total = steps_per_epoch * config.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    warmup = max(1, int(total * config.warmup_frac))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total - step) / max(1, total - warmup))))
+    generator = torch.Generator().manual_seed(config.seed)
+    history, best_state, best_acc = [], None, -1.0
+    bar = tqdm(total=total, desc="fine-tune MiniLM", disable=not progress)
+    for epoch in range(config.epochs):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        running = 0.0
+        for step in range(steps_per_epoch):
+            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+            out = model(input_ids=enc["input_ids"][idx], attention_mask=enc["attention_mask"][idx],
+                        token_type_ids=enc["token_type_ids"][idx], labels=labels[idx])
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+            running += out.loss.item()
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{running / (step + 1):.3f}")
+        val_acc = evaluate(model, tokenizer, val_split, config.max_len)["accuracy"]
+        history.append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "val_accuracy": val_acc})
+        if val_acc > best_acc:
+            best_acc, best_state = val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    bar.close()
+    model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+# --- cache ----------------------------------------------------------------------------------------------------
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def entry_dir(config: FinetuneConfig, cache_dir: Path | None = None) -> Path:
+    return Path(cache_dir or default_cache_dir()) / f"classifier-{config.key()}"
+
+
+def _load_entry(entry: Path, config: FinetuneConfig):
+    """The cached model, or None if the entry is missing, incomplete or corrupt."""
+    meta_path, weights = entry / META_FILE, entry / WEIGHTS_FILE
+    if not (meta_path.is_file() and weights.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        if meta.get("key") != config.key() or meta.get("sha256") != _sha256(weights):
+            return None
+        state = torch.load(weights, weights_only=True, map_location="cpu")
+        model = models.load_classifier(num_labels=2)
+        model.load_state_dict(state, strict=True)
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, json.JSONDecodeError):
+        return None
+    return model.eval(), meta
+
+
+def _write_entry(entry: Path, model, config: FinetuneConfig, history: list, seconds: float) -> dict:
+    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
+    meta = {"key": config.key(), "config": dataclasses.asdict(config), "history": history,
+            "train_seconds": round(seconds, 1), "torch": torch.__version__, "sha256": _sha256(tmp / WEIGHTS_FILE)}
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(entry, ignore_errors=True)  # an incomplete or corrupt entry
+    os.replace(tmp, entry)
+    return meta
+
+
+def get_classifier(config: FinetuneConfig | None = None, cache_dir: Path | None = None, progress: bool = True):
+    """The fine-tuned classifier for ``config``: ``(model, tokenizer, info)``.
+
+    ``info`` holds ``from_cache``, the cache ``path``, the training ``history`` (validation accuracy per epoch)
+    and ``train_seconds``. The model is in eval mode on the CPU.
+    """
+    from filelock import FileLock
+
+    config = config or FULL
+    models.minilm_path()  # fail early, with the install hint, if the model package is missing
+    entry = entry_dir(config, cache_dir)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(entry) + ".lock"):
+        loaded = _load_entry(entry, config)
+        if loaded is not None:
+            model, meta = loaded
+            from_cache = True
+        else:
+            if entry.exists() and progress:
+                print(f"cache entry {entry} is incomplete or corrupt: rebuilding it")
+            start = time.perf_counter()
+            model, history = train(config, progress=progress)
+            meta = _write_entry(entry, model, config, history, time.perf_counter() - start)
+            from_cache = False
+    info = {"from_cache": from_cache, "path": str(entry), "history": meta["history"],
+            "train_seconds": meta["train_seconds"], "config": dataclasses.asdict(config)}
+    return model, models.load_tokenizer(), info

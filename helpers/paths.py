@@ -1,0 +1,47 @@
+"""Where the course writes things: build/ for results and executed notebooks, a cache for trained models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+#: The checkout this package lives in (helpers/ sits at its top level).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def build_dir() -> Path:
+    """build/ of the checkout, or $INT8_COURSE_BUILD."""
+    return Path(os.environ.get("INT8_COURSE_BUILD", PROJECT_ROOT / "build"))
+
+
+def cache_dir() -> Path:
+    """The local cache for fine-tuned models and exported files, or $INT8_COURSE_CACHE."""
+    return Path(os.environ.get("INT8_COURSE_CACHE", build_dir() / "cache"))
+
+
+def notebooks_dir() -> Path:
+    return PROJECT_ROOT / "notebooks"
+
+
+class atomic_write:
+    """Write a file atomically: yield a temporary path beside ``path``; rename it over ``path`` on success.
+
+    A crash or an exception leaves ``path`` as it was (or absent), never half written::
+
+        with atomic_write(path) as tmp:
+            torch.save(state, tmp)
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,73 @@
+import pytest
+import torch
+
+from helpers import engine
+
+
+@pytest.mark.parametrize("supported, machine, expected", [
+    (["qnnpack", "onednn", "x86", "fbgemm"], "x86_64", "x86"),
+    (["qnnpack", "fbgemm"], "x86_64", "fbgemm"),          # older builds without the x86 engine
+    (["qnnpack", "none"], "arm64", "qnnpack"),            # macOS on Apple silicon
+    (["qnnpack", "onednn", "none"], "aarch64", "qnnpack"),  # Linux aarch64
+    (["none", "qnnpack"], "AMD64", "qnnpack"),            # x86 with only qnnpack: the last resort
+])
+def test_choose_engine_per_platform(supported, machine, expected):
+    choice = engine.choose_engine(supported, machine)
+    assert choice.engine == expected
+    assert machine in choice.reason
+
+
+def test_fallback_reason_names_what_is_missing():
+    choice = engine.choose_engine(["qnnpack", "fbgemm"], "x86_64")
+    assert "fallback" in choice.reason and "x86" in choice.reason
+
+
+@pytest.mark.parametrize("supported", [[], ["none"]])
+def test_no_engine_raises_with_fix(supported):
+    with pytest.raises(engine.NoQuantizedEngineError, match=r"NoQEngine.*pip install torch==2.13.0"):
+        engine.choose_engine(supported, "arm64")
+
+
+def test_override_wins_and_is_validated():
+    assert engine.choose_engine(["qnnpack", "x86"], "x86_64", override="qnnpack").engine == "qnnpack"
+    with pytest.raises(ValueError, match="'fbgemm' was requested.*supports \\['qnnpack'\\]"):
+        engine.choose_engine(["qnnpack", "none"], "arm64", override="fbgemm")
+
+
+def test_select_engine_sets_torch_engine(monkeypatch):
+    monkeypatch.delenv(engine.ENGINE_ENV_VAR, raising=False)
+    before = torch.backends.quantized.engine
+    try:
+        choice = engine.select_engine()
+        assert torch.backends.quantized.engine == choice.engine
+        assert choice.engine in torch.backends.quantized.supported_engines
+    finally:
+        torch.backends.quantized.engine = before
+
+
+def test_select_engine_simulated_macos(monkeypatch):
+    class FakeQuantized:
+        supported_engines = ["qnnpack", "none"]
+        engine = "none"
+
+    fake = FakeQuantized()
+    monkeypatch.setattr(engine.torch.backends, "quantized", fake)
+    monkeypatch.setattr(engine.platform, "machine", lambda: "arm64")
+    monkeypatch.delenv(engine.ENGINE_ENV_VAR, raising=False)
+    choice = engine.select_engine()
+    assert choice.engine == "qnnpack" and fake.engine == "qnnpack"
+
+
+def test_select_engine_env_override(monkeypatch):
+    monkeypatch.setenv(engine.ENGINE_ENV_VAR, "qnnpack")
+    before = torch.backends.quantized.engine
+    try:
+        assert engine.select_engine().engine == "qnnpack"
+    finally:
+        torch.backends.quantized.engine = before
+
+
+def test_cpu_features_keys():
+    feats = engine.cpu_features()
+    for key in ("avx2", "avx512_vnni", "amx_int8", "machine", "torch_cpu_capability"):
+        assert key in feats

@@ -1,0 +1,133 @@
+import json
+import time
+
+import pytest
+import torch
+
+from helpers import checks, measure, report, results, tables
+from helpers.paths import atomic_write
+
+
+@pytest.fixture(autouse=True)
+def build_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("INT8_COURSE_BUILD", str(tmp_path))
+    return tmp_path
+
+
+def test_state_dict_bytes_tracks_parameters():
+    small, big = torch.nn.Linear(10, 10), torch.nn.Linear(100, 100)
+    assert measure.state_dict_bytes(big) > 100 * 100 * 4
+    assert measure.state_dict_bytes(small) < measure.state_dict_bytes(big)
+
+
+def test_size_on_disk_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing at"):
+        measure.size_on_disk(tmp_path / "nope.pt")
+
+
+def test_onnx_size_counts_external_data(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    import numpy as np
+
+    weight = numpy_helper.from_array(np.ones((256, 256), dtype=np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])], [weight])
+    model = helper.make_model(graph)
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    files = measure.onnx_files(path)
+    assert [f.name for f in files] == ["m.onnx", "m.onnx.data"]
+    assert measure.size_on_disk(path) > 256 * 256 * 4 > path.stat().st_size
+
+
+def test_onnx_invalid_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match="not a readable ONNX model"):
+        measure.onnx_files(bad)
+    with pytest.raises(FileNotFoundError, match="export the model first"):
+        measure.onnx_files(tmp_path / "missing.onnx")
+
+
+def test_latency_reports_median_spread_and_threads():
+    calls = []
+    lat = measure.latency(lambda: (calls.append(1), time.sleep(0.002)), runs=5, warmup=2, threads=1)
+    assert len(calls) == 7
+    assert lat.threads == 1 and lat.runs == 5
+    assert 2.0 <= lat.p10_ms <= lat.median_ms <= lat.p90_ms
+    assert lat.as_dict()["spread_ms"] == pytest.approx(lat.p90_ms - lat.p10_ms)
+
+
+def test_latency_restores_thread_count():
+    before = torch.get_num_threads()
+    measure.latency(lambda: None, runs=1, threads=1)
+    assert torch.get_num_threads() == before
+
+
+def test_latency_bad_runs():
+    with pytest.raises(ValueError, match="runs >= 1"):
+        measure.latency(lambda: None, runs=0)
+
+
+def test_accuracy_and_agreement():
+    assert measure.accuracy([1, 0, 1, 1], [1, 0, 0, 1]) == 0.75
+    assert measure.agreement(torch.tensor([1, 1]), torch.tensor([1, 0])) == 0.5
+    with pytest.raises(ValueError, match="3 predictions for 2 labels"):
+        measure.accuracy([1, 0, 1], [1, 0])
+    with pytest.raises(ValueError, match="no predictions"):
+        measure.accuracy([], [])
+
+
+def test_record_and_start(build_tmp):
+    results.start("01_demo", torch="2.13")
+    results.record("01_demo", "error", {"per_tensor_mse": torch.tensor(0.5), "inf": float("inf")})
+    data = json.loads((build_tmp / "results" / "01_demo.json").read_text())
+    assert data["error"] == {"per_tensor_mse": 0.5, "inf": "inf"} and data["meta"]["torch"] == "2.13"
+    results.start("01_demo")
+    assert "error" not in results.load("01_demo")
+
+
+def test_record_rejects_paths():
+    with pytest.raises(ValueError, match="plain name"):
+        results.record("../evil", "x", 1)
+
+
+def test_atomic_write_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "f.txt"
+    with pytest.raises(RuntimeError):
+        with atomic_write(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_tables():
+    rows = [{"model": "fp32", "MB": 90.123456, "ok": True}, {"model": "int8", "MB": 30.5, "ok": False}]
+    md = tables.to_markdown(rows, digits=1)
+    assert md.splitlines()[0] == "| model | MB | ok |"
+    assert "| int8 | 30.5 | no |" in md
+    assert "<td>90.1</td>" in tables.to_html(rows, digits=1)
+    with pytest.raises(ValueError, match="no rows"):
+        tables.to_markdown([])
+
+
+def test_report_index(build_tmp):
+    results.start("01_demo", torch="2.13", engine="x86", threads=2, smoke=True)
+    results.record("01_demo", "rows", [{"scheme": "per-tensor", "mse": 0.25}])
+    index = report.write_index()
+    text = index.read_text()
+    assert "per-tensor" in text and "0.250" in text and "engine x86" in text
+
+
+def test_checks_default_hint_and_strict(monkeypatch, capsys):
+    monkeypatch.delenv(checks.STRICT_ENV_VAR, raising=False)
+    assert checks.check_close("ex1", 0.5, 0.5, hint="h") is True
+    assert checks.check_close("ex1", 0.7, 0.5, hint="look at the scale") is False
+    assert "Hint: look at the scale" in capsys.readouterr().out
+    assert checks.check_equal("ex2", ..., 3, hint="h") is False
+    assert "no answer yet" in capsys.readouterr().out
+    monkeypatch.setenv(checks.STRICT_ENV_VAR, "1")
+    with pytest.raises(checks.ExerciseNotSolved, match="look again"):
+        checks.check_true("ex3", False, hint="look again")

@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export INT8_COURSE_STRICT_CHECKS ?= 1
 
-.PHONY: setup run test lab clean
+.PHONY: setup run test lab outputs clean
 
 setup: $(STAMP)  ## create .venv with the pinned dependencies, the helpers package and the course kernel
 
@@ -37,6 +37,9 @@ test: setup  ## unit tests, then every notebook executed by nbval in smoke mode
 
 lab: setup  ## open JupyterLab on the course kernel
 	$(BIN)/jupyter lab notebooks
+
+outputs: setup  ## re-execute the notebooks in place (smoke) to refresh their committed outputs; NB=01 for one
+	$(BIN)/python -m helpers.run --in-place --kernel $(KERNEL) $(NB)
 
 clean:  ## remove build outputs (keeps .venv and the model cache)
 	rm -rf build/notebooks build/results build/index.html

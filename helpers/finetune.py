@@ -38,7 +38,7 @@ class FinetuneConfig:
     epochs: int = 3
     max_len: int = 64
     batch_size: int = 32
-    lr: float = 5e-5
+    lr: float = 1e-4
     weight_decay: float = 0.01
     warmup_frac: float = 0.1
     train_examples: int | None = None  # None: the whole train split
@@ -52,7 +52,7 @@ class FinetuneConfig:
 
 
 #: Smoke: a short fine-tune for CI (about a minute on 2 cores). Full: the workshop setting (about 0.80 test accuracy).
-SMOKE = FinetuneConfig(epochs=1, max_len=48, train_examples=1600)
+SMOKE = FinetuneConfig(epochs=1, max_len=48, train_examples=1600, lr=1.5e-4)
 FULL = FinetuneConfig(epochs=3, max_len=64)
 
 

@@ -25,10 +25,14 @@ def course_notebooks(prefixes: list[str] | None = None) -> list[Path]:
 
 
 def execute(notebook: Path, out_dir: Path, full: bool, kernel: str | None) -> float:
+    """Run one notebook with papermill into ``out_dir``. In place (``out_dir`` is the notebook's own folder) with
+    smoke settings, no parameters are injected, so the committed notebook keeps its own parameters cell."""
     import papermill
 
+    in_place = out_dir.resolve() == notebook.parent.resolve()
+    parameters = {} if in_place and not full else {"SMOKE": not full}
     start = time.perf_counter()
-    papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters={"SMOKE": not full},
+    papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters=parameters,
                                kernel_name=kernel, cwd=str(notebook.parent), progress_bar=False)
     return time.perf_counter() - start
 
@@ -48,13 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("prefixes", nargs="*", help="run only notebooks whose file name starts with these")
     parser.add_argument("--full", action="store_true", help="full workshop settings instead of smoke")
     parser.add_argument("--kernel", default=None, help="Jupyter kernel name (default: the notebook's own)")
+    parser.add_argument("--in-place", action="store_true",
+                        help="execute the notebooks in notebooks/ themselves (to refresh their committed outputs)")
     args = parser.parse_args(argv)
+    if args.in_place and args.full:
+        parser.error("--in-place keeps smoke outputs in the repo; do not combine it with --full")
 
     notebooks = course_notebooks(args.prefixes)
     if not notebooks:
         print(f"no notebooks match {args.prefixes} in {notebooks_dir()}", file=sys.stderr)
         return 2
-    out_dir = build_dir() / "notebooks"
+    out_dir = notebooks_dir() if args.in_place else build_dir() / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings_path = build_dir() / "results" / "_timings.json"
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(nb.name)
             continue
         finally:
-            if (out_dir / nb.name).is_file():
+            if not args.in_place and (out_dir / nb.name).is_file():
                 to_html(out_dir / nb.name)
         timings.setdefault(nb.stem, {})[mode] = round(seconds, 1)
         print(f"✓ {nb.name}: {seconds:.1f} s wall time", flush=True)

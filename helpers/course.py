@@ -15,6 +15,7 @@ import sys
 
 import torch
 
+from . import deprecations
 from . import engine as engine_mod
 from . import results
 
@@ -41,6 +42,7 @@ def setup(notebook: str, smoke: bool = True, seed: int = 0, engine: str | None =
     assert sys.version_info >= MIN_PYTHON, f"this course needs Python >= {MIN_PYTHON}, found {platform.python_version()}"
     if not torch.__version__.startswith(TORCH_VERSION):
         print(f"⚠️  the course is pinned to torch {TORCH_VERSION}.x and tested there; found {torch.__version__}.")
+    deprecations.silence_import_noise()
     seed_everything(seed)
     choice = engine_mod.select_engine(engine)
     env = {

@@ -28,3 +28,32 @@ def show_known() -> None:
     """Undo ``silence_known``: show the two warnings again (always, not once per location)."""
     for category, message in KNOWN:
         warnings.filterwarnings("always", message=message, category=category)
+
+
+# --- import-time log noise ----------------------------------------------------------------------------------------
+# torchao 0.18 (imported by transformers when installed) tries to load its CUDA-only kernels on this CPU build and
+# logs "Failed to load .../_C_mxfp8...so" / "_C_cutlass_90a"; it also registers Enum types with torch's pytree, which
+# logs "... is an Enum subclass and is now natively supported by torch.compile". Both are harmless on CPU.
+IMPORT_NOISE = (
+    ("torchao", ("Failed to load", "_C_")),
+    ("torch.utils._pytree", ("is an Enum subclass and is now natively supported",)),
+)
+
+
+class _DropMessages:
+    def __init__(self, fragments: tuple[str, ...]):
+        self.fragments = fragments
+
+    def filter(self, record) -> bool:
+        message = record.getMessage()
+        return not all(f in message for f in self.fragments)
+
+
+def silence_import_noise() -> None:
+    """Drop exactly the two harmless import-time log messages above; other log records pass."""
+    import logging
+
+    for logger_name, fragments in IMPORT_NOISE:
+        logger = logging.getLogger(logger_name)
+        if not any(isinstance(f, _DropMessages) and f.fragments == fragments for f in logger.filters):
+            logger.addFilter(_DropMessages(fragments))

@@ -1,0 +1,39 @@
+import logging
+import warnings
+
+import torch
+
+from helpers import deprecations
+
+
+def test_silence_known_only_filters_the_two_warnings():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        deprecations.silence_known()
+        warnings.warn("torch.ao.quantization is deprecated and will be removed", DeprecationWarning)
+        warnings.warn("torch.quantize_per_tensor, torch.quantize_per_channel and other quantized tensor creation "
+                      "functions are deprecated", UserWarning)
+        warnings.warn("torch.ao.quantization is deprecated", UserWarning)  # wrong category: still shown
+        warnings.warn("something else entirely", DeprecationWarning)
+    assert [str(w.message) for w in caught] == ["torch.ao.quantization is deprecated", "something else entirely"]
+
+
+def test_show_known_brings_the_warning_back():
+    with warnings.catch_warnings(record=True) as caught:
+        deprecations.silence_known()
+        deprecations.show_known()
+        torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(4, 4)), {torch.nn.Linear},
+                                               dtype=torch.qint8)
+    assert any(issubclass(w.category, DeprecationWarning) and "torch.ao.quantization is deprecated" in str(w.message)
+               for w in caught)
+
+
+def test_import_noise_filter_is_narrow(caplog):
+    deprecations.silence_import_noise()
+    deprecations.silence_import_noise()  # idempotent
+    logger = logging.getLogger("torchao")
+    assert sum(isinstance(f, deprecations._DropMessages) for f in logger.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="torchao"):
+        logger.warning("Failed to load /x/_C_mxfp8.so: nope")
+        logger.warning("Failed to load something important")
+    assert [r.getMessage() for r in caplog.records] == ["Failed to load something important"]

@@ -119,8 +119,15 @@ def latency(fn: Callable[[], object], runs: int = 10, warmup: int = 2, threads: 
             start = time.perf_counter()
             fn()
             times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
-    return Latency(statistics.median(times), _percentile(times, 0.1), _percentile(times, 0.9), runs, used)
+    return summarize(times, used)
+
+
+def summarize(times_ms: Sequence[float], threads: int) -> Latency:
+    """Median and p10-p90 spread of timings taken elsewhere (in milliseconds), as a ``Latency``."""
+    if not times_ms:
+        raise ValueError("no timings to summarize: time at least one run")
+    times = sorted(float(t) for t in times_ms)
+    return Latency(statistics.median(times), _percentile(times, 0.1), _percentile(times, 0.9), len(times), threads)
 
 
 # --- quality --------------------------------------------------------------------------------------------------

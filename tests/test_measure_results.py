@@ -131,3 +131,11 @@ def test_checks_default_hint_and_strict(monkeypatch, capsys):
     monkeypatch.setenv(checks.STRICT_ENV_VAR, "1")
     with pytest.raises(checks.ExerciseNotSolved, match="look again"):
         checks.check_true("ex3", False, hint="look again")
+
+
+def test_summarize_external_timings():
+    lat = measure.summarize([5.0, 1.0, 3.0, 2.0, 4.0], threads=2)
+    assert lat.median_ms == 3.0 and lat.runs == 5 and lat.threads == 2
+    assert lat.p10_ms == pytest.approx(1.4) and lat.p90_ms == pytest.approx(4.6)
+    with pytest.raises(ValueError, match="no timings"):
+        measure.summarize([], threads=1)

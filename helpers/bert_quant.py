@@ -1,0 +1,214 @@
+"""Dynamic int8 recipes for a BERT classifier (notebook 03), and the measurements that go with them.
+
+- ``linear_groups``      the named groups of ``nn.Linear`` layers: ``head``, ``classifier``, ``block0``..``blockN``,
+                          ``first_block``, ``last_block``, ``attention``, ``ffn``, ``all``
+- ``quantize``           a quantized *copy*: every Linear dynamically int8 except the groups kept in fp32, and
+                          optionally the ``nn.Embedding`` tables weight-only int8 (``float_qparams_weight_only_qconfig``)
+- ``module_census``      how many modules of each type a model holds (what ``quantize_dynamic`` swapped)
+- ``size_breakdown``     bytes of the saved state_dict per part: embeddings / encoder / head
+- ``using_engine``       run a block under one quantized engine (x86, fbgemm, onednn, qnnpack)
+- ``timed_evaluate``     accuracy and per-batch latency from one pass over a split, at a fixed thread count
+
+Dynamic quantization stores int8 weights and quantizes activations on the fly, batch by batch; it touches only the
+module types it is asked to. Its default set, ``{nn.Linear}``, leaves the embedding tables in fp32: on a small BERT
+they are about half of the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import re
+import time
+from collections import Counter
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from . import measure
+
+#: Parts of a ``BertForSequenceClassification`` state_dict, by key prefix.
+BERT_PARTS: dict[str, tuple[str, ...]] = {
+    "embeddings": ("bert.embeddings.",),
+    "encoder": ("bert.encoder.",),
+    "head": ("bert.pooler.", "classifier."),
+}
+
+_BLOCK = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.")
+_ATTENTION = re.compile(r"\.attention\.")
+_FFN = re.compile(r"\.(?:intermediate|output)\.dense$")
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+
+
+def linear_groups(model: nn.Module) -> dict[str, list[str]]:
+    """Qualified names of the model's ``nn.Linear`` layers, grouped.
+
+    ``attention`` holds query/key/value and the attention output projection of every block; ``ffn`` the two
+    feed-forward projections (``intermediate.dense`` and ``output.dense``, not ``attention.output.dense``); ``head``
+    the pooler and the classifier. ``blockK`` is every Linear of encoder layer K.
+    """
+    names = _linear_names(model)
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear layers: nothing to group or quantize")
+    groups: dict[str, list[str]] = {"all": names}
+    blocks: dict[int, list[str]] = {}
+    for name in names:
+        match = _BLOCK.search(name + ".")
+        if match:
+            blocks.setdefault(int(match.group(1)), []).append(name)
+    for k in sorted(blocks):
+        groups[f"block{k}"] = blocks[k]
+    if blocks:
+        groups["first_block"] = blocks[min(blocks)]
+        groups["last_block"] = blocks[max(blocks)]
+    groups["attention"] = [n for n in names if _BLOCK.search(n + ".") and _ATTENTION.search(n)]
+    groups["ffn"] = [n for n in names if _BLOCK.search(n + ".") and not _ATTENTION.search(n) and _FFN.search(n)]
+    groups["head"] = [n for n in names if not _BLOCK.search(n + ".")]
+    groups["classifier"] = [n for n in names if n.split(".")[-1] == "classifier"]
+    return {k: v for k, v in groups.items() if v}
+
+
+def _resolve(model: nn.Module, keep_fp32: str | Iterable[str] | None) -> set[str]:
+    if keep_fp32 is None:
+        return set()
+    wanted = [keep_fp32] if isinstance(keep_fp32, str) else list(keep_fp32)
+    groups = linear_groups(model)
+    kept: set[str] = set()
+    for group in wanted:
+        if group not in groups:
+            raise ValueError(f"unknown layer group {group!r}; choose from {sorted(groups)} "
+                             "(see helpers.bert_quant.linear_groups)")
+        kept.update(groups[group])
+    return kept
+
+
+def quantize(model: nn.Module, keep_fp32: str | Iterable[str] | None = None, embeddings: bool = False,
+             engine: str | None = None) -> nn.Module:
+    """A dynamically quantized copy of ``model`` (the original is left untouched).
+
+    Every ``nn.Linear`` becomes a dynamic int8 Linear (int8 weights, activations quantized per batch), except the
+    layers of the groups in ``keep_fp32`` (names from ``linear_groups``). With ``embeddings=True`` every
+    ``nn.Embedding`` is also stored as int8 rows with a float scale and offset per row (weight-only; the lookup
+    returns fp32). The weights are packed for ``engine`` (default: the active quantized engine); run the copy
+    under the same engine.
+    """
+    from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
+
+    kept = _resolve(model, keep_fp32)
+    spec = {name: default_dynamic_qconfig for name in _linear_names(model) if name not in kept}
+    if embeddings:
+        spec.update({name: float_qparams_weight_only_qconfig for name, m in model.named_modules()
+                     if isinstance(m, nn.Embedding)})
+    if not spec:
+        raise ValueError("nothing left to quantize: every Linear layer is kept in fp32 and embeddings=False")
+    with using_engine(engine):
+        quantized = quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
+    for module in quantized.modules():
+        if isinstance(module, torch.ao.nn.quantized.Embedding):
+            module.register_forward_pre_hook(_contiguous_indices)
+    return quantized
+
+
+def _contiguous_indices(module, args):
+    """The int8 lookup kernel rejects non-contiguous indices, and BERT passes an expanded (non-contiguous)
+    ``token_type_ids`` buffer when the caller gives none: hand the kernel a contiguous copy."""
+    return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def module_census(model: nn.Module) -> Counter:
+    """How many modules of each type ``model`` holds, keyed ``module.__class__.__module__ + name`` shortened."""
+    counts: Counter = Counter()
+    for module in model.modules():
+        cls = type(module)
+        prefix = "torch.ao.nn.quantized.dynamic." if cls.__module__.startswith("torch.ao.nn.quantized.dynamic") else (
+            "torch.ao.nn.quantized." if cls.__module__.startswith("torch.ao.nn.quantized") else "")
+        counts[prefix + cls.__name__] += 1
+    return counts
+
+
+def _saved_bytes(obj) -> int:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.tell()
+
+
+def size_breakdown(model: nn.Module, parts: dict[str, Sequence[str]] | None = None) -> dict[str, int]:
+    """Bytes on disk of ``torch.save(model.state_dict())``, in total and per part (by key prefix).
+
+    Each part is the size of its own slice of the state_dict saved alone, so the parts add up to the total within
+    the few kilobytes of file-format overhead. Keys that match no part go to ``other`` (left out when empty).
+    """
+    parts = BERT_PARTS if parts is None else parts
+    state = model.state_dict()
+    slices: dict[str, dict] = {name: {} for name in parts}
+    other = {}
+    for key, value in state.items():
+        for name, prefixes in parts.items():
+            if key.startswith(tuple(prefixes)):
+                slices[name][key] = value
+                break
+        else:
+            other[key] = value
+    empty = [name for name, piece in slices.items() if not piece]
+    if empty:
+        raise ValueError(f"no state_dict keys start with the prefixes of {empty}; the model's keys begin "
+                         f"{sorted({k.split('.')[0] for k in state})}. Pass parts= matching this model.")
+    sizes = {name: _saved_bytes(piece) for name, piece in slices.items()}
+    if other:
+        sizes["other"] = _saved_bytes(other)
+    sizes["total"] = measure.state_dict_bytes(model)
+    return sizes
+
+
+@contextlib.contextmanager
+def using_engine(engine: str | None):
+    """Run a block with ``torch.backends.quantized.engine = engine``; restore the previous engine afterwards."""
+    before = torch.backends.quantized.engine
+    if engine is not None:
+        supported = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+        if engine not in supported:
+            raise ValueError(f"quantized engine {engine!r} is not supported by this PyTorch build; "
+                             f"choose one of {supported}")
+        torch.backends.quantized.engine = engine
+    try:
+        yield torch.backends.quantized.engine
+    finally:
+        torch.backends.quantized.engine = before
+
+
+def timed_evaluate(model: nn.Module, tokenizer, split, max_len: int, batch_size: int = 32, threads: int | None = 1,
+                   warmup_batches: int = 1, engine: str | None = None, progress: bool = False) -> dict:
+    """One pass over ``split`` that yields both the accuracy and the latency per batch.
+
+    Every batch is padded to ``max_len``, so every full batch costs the same work: the first ``warmup_batches``
+    are not timed, the other full batches are (a last, shorter batch is scored but not timed). Returns
+    ``accuracy``, ``predictions``, ``logits`` and ``latency`` (a ``measure.Latency`` over the timed batches).
+    """
+    from tqdm.auto import tqdm
+
+    from .finetune import encode
+
+    if len(split) < batch_size * (warmup_batches + 1):
+        raise ValueError(f"{len(split)} examples give fewer than {warmup_batches + 1} full batches of {batch_size}; "
+                         "use more examples or a smaller batch_size")
+    model.eval()
+    logits, times = [], []
+    with using_engine(engine), measure.num_threads(threads) as used, torch.inference_mode():
+        starts = range(0, len(split), batch_size)
+        for i, start in enumerate(tqdm(starts, desc="evaluate", disable=not progress, leave=False)):
+            batch = encode(tokenizer, split.texts[start:start + batch_size], max_len)
+            t0 = time.perf_counter()
+            out = model(**batch).logits.float()
+            elapsed = (time.perf_counter() - t0) * 1e3
+            if i >= warmup_batches and len(out) == batch_size:
+                times.append(elapsed)
+            logits.append(out)
+    logits = torch.cat(logits)
+    predictions = logits.argmax(dim=1)
+    return {"accuracy": measure.accuracy(predictions, split.labels), "predictions": predictions, "logits": logits,
+            "latency": measure.summarize(times, used)}

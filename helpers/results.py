@@ -57,8 +57,10 @@ def start(notebook: str, **meta) -> Path:
                              "meta": _jsonable(meta)})
 
 
-def record(notebook: str, section: str, values) -> Path:
-    """Store ``values`` (a dict, list or number) under ``section`` in the notebook's JSON file."""
+def record(notebook: str, section: str, values) -> None:
+    """Store ``values`` (a dict, list or number) under ``section`` in the notebook's JSON file.
+
+    Returns None, so a ``record(...)`` call at the end of a notebook cell prints nothing."""
     data = load(notebook) or {"notebook": notebook}
     data[section] = _jsonable(values)
-    return _write(notebook, data)
+    _write(notebook, data)

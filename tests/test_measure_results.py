@@ -123,11 +123,14 @@ def test_report_index(build_tmp):
 
 def test_checks_default_hint_and_strict(monkeypatch, capsys):
     monkeypatch.delenv(checks.STRICT_ENV_VAR, raising=False)
-    assert checks.check_close("ex1", 0.5, 0.5, hint="h") is True
-    assert checks.check_close("ex1", 0.7, 0.5, hint="look at the scale") is False
-    assert "Hint: look at the scale" in capsys.readouterr().out
-    assert checks.check_equal("ex2", ..., 3, hint="h") is False
-    assert "no answer yet" in capsys.readouterr().out
+    checks.check_close("ex1", 0.5, 0.5, hint="h")
+    assert checks.outcomes["ex1"] is True and "✅ ex1: correct" in capsys.readouterr().out
+    checks.check_close("ex1", 0.7, 0.5, hint="look at the scale")
+    assert checks.outcomes["ex1"] is False and "Hint: look at the scale" in capsys.readouterr().out
+    checks.check_equal("ex2", ..., 3, hint="h")
+    assert checks.outcomes["ex2"] is False and "no answer yet" in capsys.readouterr().out
+    checks.check_close("ex2", "abc", 3, hint="h")
+    assert "expected a number, got str" in capsys.readouterr().out
     monkeypatch.setenv(checks.STRICT_ENV_VAR, "1")
     with pytest.raises(checks.ExerciseNotSolved, match="look again"):
         checks.check_true("ex3", False, hint="look again")

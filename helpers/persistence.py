@@ -44,15 +44,11 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 WEIGHTS_FILE = "quantized_state.pt"
 
-#: Layer types ``quantize_dynamic`` can replace, by the name the manifest stores.
-MODULE_TYPES: dict[str, type] = {
-    "torch.nn.Linear": torch.nn.Linear,
-    "torch.nn.LSTM": torch.nn.LSTM,
-    "torch.nn.GRU": torch.nn.GRU,
-    "torch.nn.LSTMCell": torch.nn.LSTMCell,
-    "torch.nn.GRUCell": torch.nn.GRUCell,
-    "torch.nn.RNNCell": torch.nn.RNNCell,
-}
+#: Layer types this helper saves, by the name the manifest stores. Only ``nn.Linear``: a dynamically quantized
+#: LSTM/GRU keeps its weights in TorchScript objects (``torch.ScriptObject``) inside the state_dict, which
+#: ``torch.load(weights_only=True)`` rightly refuses; those models need another route (ONNX, or re-quantizing).
+MODULE_TYPES: dict[str, type] = {"torch.nn.Linear": torch.nn.Linear}
+RECURRENT = ("torch.nn.LSTM", "torch.nn.GRU", "torch.nn.LSTMCell", "torch.nn.GRUCell", "torch.nn.RNNCell")
 DTYPES: dict[str, torch.dtype] = {"qint8": torch.qint8, "float16": torch.float16}
 
 #: The key suffix that marks a dynamically quantized layer in a state_dict (``<layer>._packed_params._packed_params``).
@@ -120,6 +116,11 @@ class QuantSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "modules", tuple(self.modules))
+        recurrent = [m for m in self.modules if m in RECURRENT]
+        if recurrent:
+            raise ValueError(f"{recurrent}: a dynamically quantized recurrent layer stores its weights as "
+                             "torch.ScriptObject, which torch.load(weights_only=True) cannot load safely. Save the "
+                             "float model and re-quantize after loading, or export to ONNX.")
         unknown = [m for m in self.modules if m not in MODULE_TYPES]
         if unknown or not self.modules:
             raise ValueError(f"modules must be a non-empty subset of {sorted(MODULE_TYPES)}, got {list(self.modules)}")

@@ -242,5 +242,16 @@ def test_checkpoint_kind_and_spec():
         P.QuantSpec(modules=("torch.nn.Conv2d",))
     with pytest.raises(ValueError, match="dtype must be"):
         P.QuantSpec(dtype="int4")
-    spec = P.QuantSpec(modules=("torch.nn.Linear", "torch.nn.LSTM"), dtype="float16")
+    with pytest.raises(ValueError, match="ScriptObject"):
+        P.QuantSpec(modules=("torch.nn.Linear", "torch.nn.LSTM"))
+    spec = P.QuantSpec(dtype="float16")
     assert P.QuantSpec.from_dict(json.loads(json.dumps(spec.as_dict()))) == spec
+
+
+def test_float16_round_trip(tmp_path):
+    spec = P.QuantSpec(dtype="float16")
+    q = spec.apply(make_int8_mlp(seed=2)[0])  # other weights than build_mlp's
+    P.save_quantized(q, tmp_path / "fp16", spec)
+    loaded = P.load_quantized(tmp_path / "fp16", build_mlp)
+    x = torch.randn(5, 16)
+    assert torch.equal(q(x), loaded(x))

@@ -92,11 +92,15 @@ def select_engine(override: str | None = None, verbose: bool = False) -> EngineC
     return choice
 
 
-def cpu_features() -> dict[str, bool | str]:
-    """The CPU features that decide int8 and bf16 speed: AVX2, AVX-512 VNNI, AMX."""
+def cpu_features(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, bool | str]:
+    """The CPU features that decide int8 and bf16 speed: AVX2, AVX-512 VNNI, AVX-512 BF16, AMX.
+
+    ``cpuinfo`` is the file to read the flags from (``/proc/cpuinfo``; tests pass a fake one). Where it is
+    missing (macOS, Windows) every flag reads False.
+    """
     flags: set[str] = set()
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(cpuinfo) as f:
             for line in f:
                 if line.startswith(("flags", "Features")):
                     flags = set(line.split(":", 1)[1].split())
@@ -110,6 +114,7 @@ def cpu_features() -> dict[str, bool | str]:
         "avx512f": "avx512f" in flags,
         "avx512_vnni": "avx512_vnni" in flags,
         "avx_vnni": "avx_vnni" in flags,
+        "avx512_bf16": "avx512_bf16" in flags,
         "amx_int8": "amx_int8" in flags,
         "amx_bf16": "amx_bf16" in flags,
         "neon/asimd": "asimd" in flags,

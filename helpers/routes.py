@@ -1,0 +1,343 @@
+"""The inference routes notebook 06 and ``make bench`` compare, one builder each.
+
+A *route* turns the fp32 classifier into something that maps a tokenized batch to logits:
+
+| route                    | what it does                                                                    |
+|--------------------------|---------------------------------------------------------------------------------|
+| ``fp32``                 | the model as trained, eager PyTorch (the baseline)                              |
+| ``bf16``                 | the weights cast to bfloat16 (oneDNN uses AMX-BF16 tiles when the CPU has them)  |
+| ``dynamic-int8-<engine>``| ``torch.ao.quantization.quantize_dynamic`` (deprecated API) on each engine      |
+| ``torchao-da8w8[-compile]`` | ``torchao.quantize_(Int8DynamicActivationInt8WeightConfig())``, eager / compiled |
+| ``torchao-w8[-compile]`` | ``torchao.quantize_(Int8WeightOnlyConfig())``, eager / compiled                 |
+| ``pt2e-x86-static``      | ``torch.export`` + ``X86InductorQuantizer`` (static int8) + ``torch.compile``   |
+| ``ort-fp32`` / ``ort-int8`` | ONNX Runtime, through ``helpers.onnx_route`` (notebook 04)                   |
+
+Each builder returns a ``Built``: ``forward(batch) -> logits`` (a float tensor), the bytes the route's model takes
+on disk, and how long building took. Compiled routes compile on their first call; the bench times that call
+separately from the steady state. A builder may raise: the bench records the message as data (see
+``helpers.bench``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import deprecations, measure
+from .paths import cache_dir
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class RouteUnavailable(RuntimeError):
+    """A route cannot be built on this stack (a missing helper or package); recorded as a failure row."""
+
+
+@dataclass
+class Context:
+    """What every builder gets: the fp32 classifier, its tokenizer, the sequence length it was trained at, and a
+    few training texts for calibration (static int8 needs them; the test split is never used for calibration)."""
+    model: torch.nn.Module
+    tokenizer: object
+    max_len: int
+    calibration_texts: Sequence[str] = ()
+    workdir: Path | None = None
+
+    def encode(self, texts: Sequence[str], seq: int) -> dict[str, torch.Tensor]:
+        enc = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=seq, return_tensors="pt")
+        return {k: enc[k] for k in INPUTS if k in enc}
+
+
+@dataclass
+class Built:
+    forward: Callable[[dict], torch.Tensor]
+    size_bytes: int
+    build_seconds: float = 0.0
+    notes: str = ""
+    keep: list = field(default_factory=list)  # objects that must outlive the forward (sessions, models)
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    family: str       # "baseline", "bf16", "torch.ao eager", "torchao", "pt2e", "onnxruntime"
+    precision: str    # "fp32", "bf16", "int8 dynamic", "int8 weight-only", "int8 static"
+    compiled: bool    # uses torch.compile (slow first call; skipped by --quick)
+    build: Callable[[Context], Built]
+    description: str
+
+    @property
+    def is_int8(self) -> bool:
+        return self.precision.startswith("int8")
+
+
+def _logits(out) -> torch.Tensor:
+    logits = out.logits if hasattr(out, "logits") else (out["logits"] if isinstance(out, dict) else out[0])
+    return logits.float()
+
+
+def _eager_forward(model) -> Callable[[dict], torch.Tensor]:
+    def forward(batch):
+        return _logits(model(**batch))
+    return forward
+
+
+def _timed(build: Callable[[Context], Built]) -> Callable[[Context], Built]:
+    def wrapper(ctx: Context) -> Built:
+        start = time.perf_counter()
+        built = build(ctx)
+        built.build_seconds = time.perf_counter() - start
+        return built
+    wrapper.__doc__ = build.__doc__
+    return wrapper
+
+
+# --- fp32 and bf16 --------------------------------------------------------------------------------------------
+
+@_timed
+def build_fp32(ctx: Context) -> Built:
+    model = ctx.model.eval()
+    return Built(_eager_forward(model), measure.state_dict_bytes(model))
+
+
+@_timed
+def build_bf16(ctx: Context) -> Built:
+    """A bf16 copy of the weights. Activations run in bf16 too; on an AMX CPU oneDNN's matmuls use AMX-BF16 tiles."""
+    model = copy.deepcopy(ctx.model).to(torch.bfloat16).eval()
+    return Built(_eager_forward(model), measure.state_dict_bytes(model))
+
+
+# --- torch.ao eager dynamic int8 --------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def quantized_engine(name: str):
+    """Run a block with ``torch.backends.quantized.engine = name``; restore the previous engine afterwards."""
+    supported = torch.backends.quantized.supported_engines
+    if name not in supported:
+        raise RouteUnavailable(f"quantized engine {name!r} is not in this build's supported engines {supported}")
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = name
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
+
+
+def dynamic_int8_builder(engine: str) -> Callable[[Context], Built]:
+    @_timed
+    def build(ctx: Context) -> Built:
+        deprecations.silence_known()
+        with quantized_engine(engine):
+            model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(ctx.model).eval(), {torch.nn.Linear},
+                                                           dtype=torch.qint8)
+
+        def forward(batch):
+            with quantized_engine(engine):
+                return _logits(model(**batch))
+
+        return Built(forward, measure.state_dict_bytes(model), notes=f"engine {engine}")
+    build.__doc__ = f"torch.ao.quantization.quantize_dynamic (nn.Linear -> int8) with the {engine} engine."
+    return build
+
+
+# --- torchao ----------------------------------------------------------------------------------------------------
+
+def torchao_builder(config_name: str, compiled: bool) -> Callable[[Context], Built]:
+    @_timed
+    def build(ctx: Context) -> Built:
+        import torchao.quantization as tq
+
+        model = copy.deepcopy(ctx.model).eval()
+        tq.quantize_(model, getattr(tq, config_name)())
+        size = measure.state_dict_bytes(model)
+        # freezing lets inductor treat the int8 weights as constants (pre-packed for the CPU kernels)
+        run = torch.compile(model, dynamic=True, options={"freezing": True}) if compiled else model
+        return Built(_eager_forward(run), size, notes=config_name + (" + torch.compile" if compiled else ", eager"))
+    build.__doc__ = f"torchao.quantization.quantize_(model, {config_name}()){' then torch.compile' if compiled else ''}."
+    return build
+
+
+# --- pt2e -------------------------------------------------------------------------------------------------------
+
+def pt2e_quantizer(linear_only: bool = True):
+    """An ``X86InductorQuantizer`` with the default static config, on every op (``linear_only=False``) or only
+    on ``nn.Linear`` layers (``set_module_type_qconfig``)."""
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+
+    quantizer = xiq.X86InductorQuantizer()
+    config = xiq.get_default_x86_inductor_quantization_config()
+    if linear_only:
+        quantizer.set_module_type_qconfig(torch.nn.Linear, config)
+    else:
+        quantizer.set_global(config)
+    return quantizer
+
+
+def export_for_pt2e(model, example: dict[str, torch.Tensor], dynamic: bool = True):
+    """``torch.export`` the classifier with keyword inputs; ``dynamic`` makes batch and sequence symbolic so one
+    compiled graph serves every shape of the bench."""
+    from torch.export import Dim
+
+    shapes = None
+    if dynamic:
+        batch, seq = Dim("batch", min=1, max=1024), Dim("seq", min=2, max=512)
+        shapes = {k: {0: batch, 1: seq} for k in example}
+    return torch.export.export(model, (), dict(example), dynamic_shapes=shapes, strict=False)
+
+
+def pt2e_builder(linear_only: bool = True, dynamic: bool = True, calibration_batches: int = 4) -> Callable[[Context], Built]:
+    @_timed
+    def build(ctx: Context) -> Built:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+        texts = list(ctx.calibration_texts)
+        if not texts:
+            raise ValueError("static int8 (pt2e) needs calibration texts: pass Context(calibration_texts=...)")
+        example = ctx.encode(texts[:8], ctx.max_len)
+        model = copy.deepcopy(ctx.model).eval()
+        with torch.no_grad():
+            graph = export_for_pt2e(model, example, dynamic).module()
+            prepared = prepare_pt2e(graph, pt2e_quantizer(linear_only))
+            per = max(1, len(texts) // calibration_batches)
+            for i in range(0, len(texts), per):
+                prepared(**ctx.encode(texts[i:i + per], ctx.max_len))
+            converted = convert_pt2e(prepared)
+        size = _exported_bytes(converted, example, dynamic)
+        # Freezing folds the int8 weights into constants so inductor can pre-pack them for oneDNN (qlinear).
+        compiled = torch.compile(converted, dynamic=dynamic, options={"freezing": True})
+        return Built(_eager_forward(compiled), size, keep=[converted],
+                     notes=f"X86InductorQuantizer ({'Linear only' if linear_only else 'global'}), freezing")
+    build.__doc__ = ("torch.export -> prepare_pt2e(X86InductorQuantizer) -> calibrate -> convert_pt2e -> "
+                     "torch.compile (inductor, freezing): static int8 through oneDNN.")
+    return build
+
+
+def _exported_bytes(graph_module, example, dynamic: bool) -> int:
+    """Size of the quantized program saved with ``torch.export.save`` (int8 weights plus scales)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt2"
+        program = export_for_pt2e(graph_module, example, dynamic)
+        torch.export.save(program, path)
+        return path.stat().st_size
+
+
+# --- ONNX Runtime -----------------------------------------------------------------------------------------------
+
+def _onnx_route():
+    try:
+        from . import onnx_route
+    except ImportError as exc:
+        raise RouteUnavailable(f"onnx_route helpers not available ({exc})") from exc
+    return onnx_route
+
+
+def _ort_forward(onnx_route, path: Path) -> tuple[Callable[[dict], torch.Tensor], dict]:
+    """A forward that runs an ORT session with as many intra-op threads as torch currently uses, so the bench's
+    thread setting (``measure.latency(threads=...)``) applies to ORT too. One session per thread count."""
+    import numpy as np
+
+    sessions: dict[int, object] = {}
+
+    def forward(batch):
+        threads = torch.get_num_threads()
+        if threads not in sessions:
+            sessions[threads] = onnx_route.make_session(path, threads=threads)
+        session = sessions[threads]
+        names = [i.name for i in session.get_inputs()]
+        feeds = {n: batch[n].numpy().astype(np.int64, copy=False) for n in names}
+        (logits,) = session.run(list(onnx_route.OUTPUT_NAMES), feeds)
+        return torch.from_numpy(np.asarray(logits, dtype=np.float32))
+
+    return forward, sessions
+
+
+def _ort_export(ctx: Context, onnx_route) -> tuple[Path, Path]:
+    """The exported fp32 graph and its transformer-optimized twin (fused attention), cached by onnx_route."""
+    root = onnx_route.artifact_dir(ctx.model, ctx.max_len)
+    fp32 = onnx_route.export_classifier(ctx.model, ctx.tokenizer, root / "model.onnx", ctx.max_len)
+    cfg = ctx.model.config
+    optimized, _ = onnx_route.optimize_bert(fp32, root / "model.opt.onnx", cfg.num_attention_heads, cfg.hidden_size)
+    return fp32, optimized
+
+
+@_timed
+def build_ort_fp32(ctx: Context) -> Built:
+    """ONNX Runtime fp32 on the transformer-optimized graph (fused attention), graph optimizations "all"."""
+    onnx_route = _onnx_route()
+    _, optimized = _ort_export(ctx, onnx_route)
+    forward, sessions = _ort_forward(onnx_route, optimized)
+    return Built(forward, measure.size_on_disk(optimized), keep=[sessions], notes=optimized.name)
+
+
+@_timed
+def build_ort_int8(ctx: Context) -> Built:
+    """ONNX Runtime's best int8 variant from notebook 04 (``onnx_route``'s recommended recipe)."""
+    onnx_route = _onnx_route()
+    recipe = getattr(onnx_route, "best_int8", None)
+    if recipe is None:
+        raise RouteUnavailable("onnx_route helpers not available: helpers.onnx_route has no best_int8 recipe yet")
+    path = Path(recipe(ctx.model, ctx.tokenizer, ctx.max_len))
+    forward, sessions = _ort_forward(onnx_route, path)
+    return Built(forward, measure.size_on_disk(path), keep=[sessions], notes=path.name)
+
+
+# --- the registry -----------------------------------------------------------------------------------------------
+
+def _dynamic_routes() -> list[Route]:
+    return [Route(f"dynamic-int8-{e}", "torch.ao eager", "int8 dynamic", False, dynamic_int8_builder(e),
+                  f"torch.ao quantize_dynamic, {e} engine") for e in ("x86", "fbgemm", "onednn", "qnnpack")]
+
+
+def all_routes() -> list[Route]:
+    """Every route, in the order the bench runs them (fp32 first: the others are compared with it)."""
+    return [
+        Route("fp32", "baseline", "fp32", False, build_fp32, "PyTorch eager fp32 (the baseline)"),
+        Route("bf16", "bf16", "bf16", False, build_bf16, "weights and activations cast to bfloat16, eager"),
+        *_dynamic_routes(),
+        Route("torchao-da8w8", "torchao", "int8 dynamic", False,
+              torchao_builder("Int8DynamicActivationInt8WeightConfig", False), "torchao quantize_ int8 dyn-act/int8 weight, eager"),
+        Route("torchao-w8", "torchao", "int8 weight-only", False,
+              torchao_builder("Int8WeightOnlyConfig", False), "torchao quantize_ int8 weight-only, eager"),
+        Route("torchao-da8w8-compile", "torchao", "int8 dynamic", True,
+              torchao_builder("Int8DynamicActivationInt8WeightConfig", True), "torchao int8 dyn-act/int8 weight + torch.compile"),
+        Route("torchao-w8-compile", "torchao", "int8 weight-only", True,
+              torchao_builder("Int8WeightOnlyConfig", True), "torchao int8 weight-only + torch.compile"),
+        Route("pt2e-x86-static", "pt2e", "int8 static", True, pt2e_builder(),
+              "torch.export + X86InductorQuantizer (Linear layers) + torch.compile"),
+        Route("ort-fp32", "onnxruntime", "fp32", False, build_ort_fp32, "ONNX Runtime fp32, fused attention"),
+        Route("ort-int8", "onnxruntime", "int8 dynamic", False, build_ort_int8, "ONNX Runtime best int8 (notebook 04)"),
+    ]
+
+
+def registry() -> dict[str, Route]:
+    return {r.name: r for r in all_routes()}
+
+
+def select(names: Sequence[str] | None = None, include_compiled: bool = True) -> list[Route]:
+    """Routes by name (in registry order; ``fp32`` is always included as the baseline). Unknown names raise."""
+    reg = registry()
+    if names:
+        unknown = [n for n in names if n not in reg]
+        if unknown:
+            raise ValueError(f"unknown route(s) {unknown}; choose from {list(reg)}")
+        wanted = set(names) | {"fp32"}
+        chosen = [r for r in reg.values() if r.name in wanted]
+    else:
+        chosen = list(reg.values())
+    return [r for r in chosen if include_compiled or not r.compiled]
+
+
+def release() -> None:
+    """Free what a finished route held (compiled graphs, copies of the model)."""
+    gc.collect()
+    with contextlib.suppress(Exception):
+        torch._dynamo.reset()

@@ -1,0 +1,261 @@
+"""helpers.routes and helpers.bench: the route registry, failures recorded as data, the results JSON/markdown,
+the quick grid, the performance-target verdict, CLI argument errors and CPU-feature detection.
+
+A tiny randomly initialised BertForSequenceClassification stands in for the fine-tuned MiniLM so the tests run in
+seconds; only the tokenizer (packaged, offline) is the real one.
+"""
+
+import json
+
+import pytest
+import torch
+
+from helpers import bench, engine, routes
+
+
+@pytest.fixture(autouse=True)
+def build_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("INT8_COURSE_BUILD", str(tmp_path))
+    return tmp_path
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from helpers import models
+
+    torch.manual_seed(0)
+    tokenizer = models.load_tokenizer()
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=160, num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+    return routes.Context(model, tokenizer, max_len=16, calibration_texts=["a fine film", "dull and long"] * 4)
+
+
+TEXTS = ["a fine film", "dull and long", "I loved every minute", "a waste of time", "not bad", "great cast"]
+LABELS = [1, 0, 1, 0, 1, 1]
+TINY_GRID = [bench.Point(2, 16, 1), bench.Point(4, 32, 1)]
+
+
+def _boom(ctx):
+    raise ValueError("boom: this route cannot be built")
+
+
+def _forward_fails(ctx):
+    def forward(batch):
+        if batch["input_ids"].shape[1] > 16:
+            raise IndexError("list index out of range in a fake kernel")
+        return torch.zeros(batch["input_ids"].shape[0], 2)
+    return routes.Built(forward, size_bytes=10)
+
+
+BROKEN = routes.Route("broken", "test", "int8 dynamic", False, _boom, "always raises while building")
+LATE = routes.Route("late", "test", "int8 dynamic", False, _forward_fails, "raises at seq 32")
+
+
+# --- registry ---------------------------------------------------------------------------------------------------
+
+def test_registry_names_order_and_kinds():
+    reg = routes.registry()
+    names = list(reg)
+    assert names[0] == "fp32" and len(names) == len(set(names))
+    assert {"bf16", "dynamic-int8-x86", "dynamic-int8-qnnpack", "torchao-da8w8", "torchao-w8-compile",
+            "pt2e-x86-static", "ort-fp32", "ort-int8"} <= set(names)
+    assert {n for n, r in reg.items() if r.compiled} == {"torchao-da8w8-compile", "torchao-w8-compile",
+                                                          "pt2e-x86-static"}
+    assert reg["dynamic-int8-x86"].is_int8 and not reg["bf16"].is_int8
+
+
+def test_select_adds_fp32_keeps_order_and_rejects_unknown():
+    assert [r.name for r in routes.select(["bf16"])] == ["fp32", "bf16"]
+    assert all(not r.compiled for r in routes.select(include_compiled=False))
+    with pytest.raises(ValueError, match=r"unknown route\(s\) \['nope'\]; choose from"):
+        routes.select(["nope"])
+
+
+def test_quantized_engine_context_restores_and_rejects_unknown():
+    before = torch.backends.quantized.engine
+    with routes.quantized_engine("qnnpack"):
+        assert torch.backends.quantized.engine == "qnnpack"
+    assert torch.backends.quantized.engine == before
+    with pytest.raises(routes.RouteUnavailable, match="not in this build's supported engines"):
+        with routes.quantized_engine("no-such-engine"):
+            pass
+
+
+def test_eager_routes_keep_logits_close_and_shrink(ctx):
+    batch = ctx.encode(TEXTS, 16)
+    ref = routes.build_fp32(ctx)
+    with torch.inference_mode():
+        want = ref.forward(batch)
+        # bf16 halves every weight; int8 shrinks only the Linear layers (the tiny model is mostly embeddings)
+        for build, max_size_ratio in ((routes.build_bf16, 0.55), (routes.dynamic_int8_builder("x86"), 0.99)):
+            built = build(ctx)
+            got = built.forward(batch)
+            assert got.dtype == torch.float32 and got.shape == want.shape
+            assert (got - want).abs().max().item() < 0.1
+            assert built.size_bytes < max_size_ratio * ref.size_bytes
+            assert built.build_seconds > 0
+
+
+# --- failures are data ------------------------------------------------------------------------------------------
+
+def test_failing_build_is_a_row_with_its_message_and_the_run_goes_on(ctx):
+    doc = bench.run(ctx, TEXTS, LABELS, [routes.registry()["fp32"], BROKEN, LATE], TINY_GRID, runs=2, warmup=0,
+                    progress=False)
+    rows = {r["route"]: r for r in doc["routes"]}
+    assert [r["route"] for r in doc["routes"]] == ["fp32", "broken", "late"]
+    assert rows["fp32"]["status"] == "ok" and len(rows["fp32"]["latency"]) == 2
+    broken = rows["broken"]
+    assert broken["status"] == "failed" and broken["stage"] == "build"
+    assert broken["error"].startswith("ValueError: boom: this route cannot be built")
+    assert "_boom" in broken["error"]  # where it was raised
+    late = rows["late"]
+    assert late["status"] == "failed" and late["stage"] == "latency b4 s32 t1"
+    assert "IndexError: list index out of range in a fake kernel" in late["error"]
+    assert len(late["latency"]) == 1  # the grid point measured before the failure is kept
+
+
+def test_skipped_routes_become_rows_with_the_reason(ctx):
+    reg = routes.registry()
+    doc = bench.run(ctx, TEXTS, LABELS, [reg["fp32"]], TINY_GRID[:1], runs=1, warmup=0, progress=False,
+                    skipped=[(reg["pt2e-x86-static"], "skipped in the quick grid")])
+    row = doc["routes"][-1]
+    assert row["route"] == "pt2e-x86-static" and row["status"] == "skipped"
+    assert row["error"] == "skipped in the quick grid" and row["latency"] == []
+
+
+def test_run_rejects_bad_arguments(ctx):
+    fp32 = [routes.registry()["fp32"]]
+    with pytest.raises(ValueError, match="grid is empty"):
+        bench.run(ctx, TEXTS, LABELS, fp32, [], progress=False)
+    with pytest.raises(ValueError, match="runs must be >= 1"):
+        bench.run(ctx, TEXTS, LABELS, fp32, TINY_GRID, runs=0, progress=False)
+    with pytest.raises(ValueError, match="6 texts, 2 labels"):
+        bench.run(ctx, TEXTS, LABELS[:2], fp32, TINY_GRID, progress=False)
+
+
+# --- the results document ---------------------------------------------------------------------------------------
+
+def test_results_json_schema_ratios_and_markdown(ctx, tmp_path):
+    reg = routes.registry()
+    doc = bench.run(ctx, TEXTS, LABELS, [reg["fp32"], reg["dynamic-int8-x86"], BROKEN], TINY_GRID, runs=2,
+                    warmup=0, progress=False, settings={"quick": True})
+    json_path, md_path = bench.write(doc, tmp_path / "bench")
+    assert not list((tmp_path / "bench").glob(".*tmp"))  # atomic writes leave no temporary files
+    loaded = bench.load(json_path)
+    assert loaded["schema"] == bench.SCHEMA_VERSION
+    assert set(loaded) >= {"started", "seconds", "environment", "settings", "grid", "routes", "target"}
+    assert loaded["grid"] == [{"batch": 2, "seq": 16, "threads": 1}, {"batch": 4, "seq": 32, "threads": 1}]
+    assert set(loaded["environment"]["versions"]) >= {"torch", "torchao", "onnxruntime"}
+    assert loaded["environment"]["threads"]["available_cpus"] >= 1
+    fp32, int8 = loaded["routes"][0], loaded["routes"][1]
+    for p in fp32["latency"]:
+        assert p["speedup"] == pytest.approx(1.0)
+        assert p["p10_ms"] <= p["median_ms"] <= p["p90_ms"] and p["first_call_ms"] > 0 and p["runs"] == 2
+    assert fp32["size_ratio"] == pytest.approx(1.0) and fp32["agreement"] == 1.0
+    assert 0 < int8["size_ratio"] < 1 and 0 <= int8["agreement"] <= 1
+    assert int8["accuracy_change"] == pytest.approx(int8["accuracy"] - fp32["accuracy"])
+    assert loaded["routes"][2]["size_ratio"] is None
+    # the tiny grid has no b32 s128 t1 point: the target is honestly not evaluated
+    assert loaded["target"]["evaluated"] is False and "does not include b32 s128 t1" in loaded["target"]["reason"]
+    md = md_path.read_text()
+    assert "| route |" in md and "dynamic-int8-x86" in md and "ValueError: boom" in md
+    assert "## Target: NOT EVALUATED" in md and "## Recommendation" in md
+
+
+def test_load_explains_a_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `make bench`"):
+        bench.load(tmp_path / "nothing.json")
+
+
+def _fake_doc(rows):
+    grid = [{"batch": 32, "seq": 128, "threads": 1}]
+    doc = {"grid": grid, "routes": []}
+    for name, precision, ms, acc, size, compiled in rows:
+        doc["routes"].append({"route": name, "family": "x", "precision": precision, "status": "ok",
+                              "compiled": compiled, "size_bytes": size, "accuracy": acc, "agreement": 1.0,
+                              "error": None, "first_call_s": 0.1,
+                              "latency": [{"batch": 32, "seq": 128, "threads": 1, "median_ms": ms}]})
+    bench._add_ratios(doc["routes"])
+    return doc
+
+
+def test_target_met_only_with_speed_accuracy_and_size():
+    doc = _fake_doc([("fp32", "fp32", 1000.0, 0.80, 100, False),
+                     ("fast-lossy", "int8 dynamic", 200.0, 0.70, 25, True),   # 5x but loses 10 points
+                     ("good", "int8 static", 300.0, 0.798, 26, True),         # 3.33x, -0.2 point, 0.26x size
+                     ("bf16", "bf16", 250.0, 0.80, 50, False)])              # not int8: never the target route
+    tgt = bench.evaluate_target(doc)
+    assert tgt["evaluated"] and tgt["met"] and tgt["route"] == "good"
+    assert tgt["speedup"] == pytest.approx(1000 / 300)
+    doc["routes"][2]["size_ratio"] = 0.5
+    assert not bench.evaluate_target(doc)["met"]  # fast enough, but the file is too big
+    slow = _fake_doc([("fp32", "fp32", 1000.0, 0.80, 100, False), ("int8", "int8 dynamic", 600.0, 0.80, 25, False)])
+    tgt = bench.evaluate_target(slow)
+    assert not tgt["met"] and "1.67x fp32 eager (target 3.0x)" in tgt["reason"]
+
+
+def test_recommendation_is_derived_from_the_table():
+    doc = _fake_doc([("fp32", "fp32", 1000.0, 0.80, 100, False),
+                     ("bf16", "bf16", 300.0, 0.80, 50, False),
+                     ("int8-a", "int8 dynamic", 500.0, 0.799, 25, False),
+                     ("int8-b", "int8 static", 400.0, 0.70, 24, True),
+                     ("slowpoke", "int8 dynamic", 2000.0, 0.80, 25, False)])
+    lines = bench.recommend(doc)
+    assert lines[0].startswith("Fastest within 0.5 point of fp32: bf16 — 3.33x")
+    assert any(line.startswith("Fastest int8 within 0.5 point: int8-a — 2.00x") for line in lines)
+    assert any("Lost more than 0.5 point: int8-b (-10.0)" in line for line in lines)
+    assert any("Slower than fp32 eager here: slowpoke (0.50x)" in line for line in lines)
+
+
+# --- grid and CLI ---------------------------------------------------------------------------------------------
+
+def test_quick_grid_is_small_and_holds_the_target_point():
+    quick = bench.grid(quick=True, threads=4)
+    assert quick == [bench.Point(32, 128, 1), bench.Point(1, 128, 1), bench.Point(32, 128, 4)]
+    full = bench.grid(quick=False, threads=4)
+    assert len(full) == 8 and {(p.batch, p.seq, p.threads) for p in full} >= {(1, 64, 1), (32, 128, 4)}
+    assert bench.grid(quick=True, threads=1) == [bench.Point(32, 128, 1), bench.Point(1, 128, 1)]
+    assert bench.settings_for(True)["runs"] < bench.settings_for(False)["runs"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--routes", "fp32,nope"], "unknown route(s) ['nope']"),
+    (["--routes", ","], "--routes is empty"),
+    (["--runs", "0"], "--runs must be >= 1, got 0"),
+    (["--threads", "0"], "--threads must be >= 1"),
+    (["--quick", "--bogus"], "unrecognized arguments: --bogus"),
+])
+def test_cli_argument_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_list(capsys):
+    assert bench.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "pt2e-x86-static" in out and "compiled" in out and "ort-int8" in out
+
+
+# --- CPU features -----------------------------------------------------------------------------------------------
+
+def test_cpu_features_from_a_faked_cpuinfo(tmp_path):
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Fake Xeon\n"
+                    "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2\n")
+    feats = engine.cpu_features(fake)
+    assert feats["avx2"] and feats["avx512_vnni"] and feats["avx512_bf16"] and feats["amx_int8"] and feats["amx_bf16"]
+    assert not feats["avx_vnni"] and not feats["neon/asimd"]
+    arm = tmp_path / "cpuinfo-arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n")
+    feats = engine.cpu_features(arm)
+    assert feats["neon/asimd"] and not feats["avx2"] and not feats["amx_int8"]
+    assert not any(v for k, v in engine.cpu_features(tmp_path / "missing").items()
+                   if k not in ("machine", "torch_cpu_capability"))
+    text = bench.describe_environment(bench.environment())
+    assert "threads: torch intra-op" in text and "torchao" in text and "onnxruntime" in text

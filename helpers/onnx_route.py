@@ -1,0 +1,576 @@
+"""The ONNX Runtime route: export a classifier to ONNX, optimize, quantize, and run it with ONNX Runtime.
+
+The steps, each one function (notebook 04 walks them; notebooks 05 and 06 reuse them):
+
+1. ``export_classifier``: a Hugging Face sequence classifier to ONNX with dynamic batch and sequence axes.
+2. ``check_equivalence``: ORT fp32 logits against PyTorch (max abs diff, agreement of predictions).
+3. ``optimize_bert``: ONNX Runtime's transformer optimizer; returns the fused-operator statistics.
+4. ``preprocess``: ``quant_pre_process`` (shape inference and graph clean-up before quantization).
+5. ``quantize_dynamic_variant`` / ``quantize_static_variant`` (with ``CalibrationReader``).
+6. ``make_session``, ``run_logits``, ``evaluate`` and ``benchmark``: ORT sessions with explicit ``SessionOptions``,
+   and latency in ``helpers.measure.Latency`` form, accuracy and agreement with fp32.
+
+Files live under ``cache_dir()/onnx/<key>/`` (``artifact_dir``), where the key hashes the classifier's weights and
+the export settings: a rerun with the same classifier reuses the files, a different classifier never overwrites
+them. Every file is written into a private temporary directory and moved into place, so two runs at once never
+read a half-written model.
+
+Why the TorchScript exporter by default: ONNX Runtime's transformer optimizer fuses BERT attention into its
+``Attention`` operator (where ORT's CPU speed on BERT comes from) by matching the graph the TorchScript exporter
+writes for transformers' *eager* attention. The dynamo exporter (torch 2.13's default) writes the attention mask
+with ``GatherND`` instead of ``Flatten``/``Gather``; the optimizer's mask pattern does not match it and attention is
+left unfused. ``transformers``' default ``sdpa`` attention leaves it unfused under both exporters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from . import measure
+from .paths import atomic_write, cache_dir
+
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+OUTPUT_NAMES = ("logits",)
+EXPORTERS = ("torchscript", "dynamo")
+#: The opset for the TorchScript exporter (the dynamo exporter picks its own, 18 or newer).
+TORCHSCRIPT_OPSET = 17
+#: ``SessionOptions.graph_optimization_level`` by name.
+OPT_LEVELS = ("disable", "basic", "extended", "all")
+
+#: The torch warning the legacy exporter emits on every call; the notebook shows it once, then filters it by message.
+LEGACY_EXPORTER_WARNING = r"You are using the legacy TorchScript-based ONNX export"
+
+
+class OnnxRouteError(ValueError):
+    """Bad input to an ONNX route helper (an unknown option, a model without the expected inputs, ...)."""
+
+
+# --- where files go -------------------------------------------------------------------------------------------
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short sha256 of a model's weights (names, shapes and values): the same weights give the same key."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def artifact_dir(model: torch.nn.Module, max_len: int, exporter: str = "torchscript", root: Path | None = None) -> Path:
+    """``cache_dir()/onnx/<fingerprint>-L<max_len>-<exporter>/``: the folder for one classifier's ONNX files."""
+    _check_exporter(exporter)
+    return Path(root or cache_dir() / "onnx") / f"{model_fingerprint(model)}-L{max_len}-{exporter}"
+
+
+@contextlib.contextmanager
+def _staged(path: Path):
+    """Yield a path with ``path``'s file name inside a private temporary folder beside it; on success move every
+    file written there into ``path.parent`` (external data first, the ``.onnx`` last), then drop the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = path.parent / f".stage-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    stage.mkdir()
+    try:
+        yield stage / path.name
+        files = sorted(stage.iterdir(), key=lambda p: p.name == path.name)
+        if not any(p.name == path.name for p in files):
+            raise OnnxRouteError(f"nothing was written to {path.name}")
+        for p in files:
+            os.replace(p, path.parent / p.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _meta_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".json")
+
+
+def _read_meta(path: Path) -> dict | None:
+    try:
+        return json.loads(_meta_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_meta(path: Path, meta: dict) -> None:
+    with atomic_write(_meta_path(path)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def _reusable(path: Path, meta: dict) -> bool:
+    """True if ``path`` exists, is readable ONNX, and was written with exactly these settings."""
+    if not Path(path).is_file() or _read_meta(path) != meta:
+        return False
+    try:
+        measure.onnx_files(path)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _check_exporter(exporter: str) -> None:
+    if exporter not in EXPORTERS:
+        raise OnnxRouteError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
+
+
+# --- 1. export ------------------------------------------------------------------------------------------------
+
+class _LogitsOnly(torch.nn.Module):
+    """Positional inputs in, logits out: the form both exporters take (keyword inputs and a ModelOutput are not)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        kwargs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, **{k: v for k, v in kwargs.items() if v is not None}).logits
+
+
+@contextlib.contextmanager
+def _attention(model, implementation: str | None):
+    """Temporarily switch a transformers model's attention implementation (``eager``, ``sdpa``)."""
+    if implementation is None or not hasattr(model, "config"):
+        yield
+        return
+    before = model.config._attn_implementation
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(before)
+
+
+def model_input_names(tokenizer) -> tuple[str, ...]:
+    """The inputs the exported graph takes: the tokenizer's outputs, in the order of ``INPUT_NAMES``."""
+    names = tuple(n for n in INPUT_NAMES if n in tokenizer.model_input_names)
+    if "input_ids" not in names:
+        raise OnnxRouteError(f"tokenizer outputs {tokenizer.model_input_names}, expected input_ids among them")
+    return names
+
+
+def export_classifier(model: torch.nn.Module, tokenizer, path: str | os.PathLike, max_len: int, *,
+                      exporter: str = "torchscript", opset: int | None = None, attn_implementation: str | None = "eager",
+                      reuse: bool = True, sample_batch: int = 2) -> Path:
+    """Export a transformers sequence classifier to ONNX at ``path`` and return ``path``.
+
+    - Inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids`` if the tokenizer makes them), int64
+      ``[batch, seq]``; output ``logits`` ``[batch, num_labels]``. Batch and sequence axes are dynamic.
+    - ``exporter="torchscript"`` (default): the legacy exporter (``dynamo=False``, opset ``TORCHSCRIPT_OPSET``), one
+      ``.onnx`` file. Its graph is the one ORT's transformer optimizer fuses (see the module docstring).
+    - ``exporter="dynamo"``: torch 2.13's default exporter; it writes the weights to ``<path>.data`` beside the
+      ``.onnx`` file (``helpers.measure.size_on_disk`` counts both).
+    - ``attn_implementation``: transformers attention used while exporting (``"eager"`` by default, restored after);
+      ``None`` keeps the model's own (``sdpa`` by default).
+    - ``reuse``: if ``path`` already holds an export with the same weights and settings, return it as is.
+      Otherwise the files are replaced atomically.
+    """
+    _check_exporter(exporter)
+    if max_len < 2:
+        raise OnnxRouteError(f"max_len must be at least 2, got {max_len}")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise OnnxRouteError(f"the export path must end in .onnx, got {path}")
+    names = model_input_names(tokenizer)
+    opset = opset or (TORCHSCRIPT_OPSET if exporter == "torchscript" else None)
+    meta = {"kind": "export", "weights": model_fingerprint(model), "max_len": max_len, "exporter": exporter,
+            "opset": opset, "attn_implementation": attn_implementation, "inputs": list(names),
+            "torch": torch.__version__}
+    if reuse and _reusable(path, meta):
+        return path
+
+    model = model.eval()
+    sample = tokenizer(["an example sentence"] * sample_batch, padding="max_length", truncation=True,
+                       max_length=max_len, return_tensors="pt")
+    args = tuple(sample[n] for n in names)
+    wrapped = _LogitsOnly(model).eval()
+    with _attention(model, attn_implementation), torch.no_grad(), _staged(path) as tmp:
+        if exporter == "torchscript":
+            axes = {n: {0: "batch", 1: "seq"} for n in names}
+            axes["logits"] = {0: "batch"}
+            torch.onnx.export(wrapped, args, str(tmp), input_names=list(names), output_names=list(OUTPUT_NAMES),
+                              dynamic_axes=axes, opset_version=opset, dynamo=False)
+        else:
+            batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=4096)
+            shapes = {n: {0: batch, 1: seq} for n in names}
+            kwargs = {"opset_version": opset} if opset else {}
+            torch.onnx.export(wrapped, args, str(tmp), input_names=list(names), output_names=list(OUTPUT_NAMES),
+                              dynamic_shapes=shapes, dynamo=True, external_data=True, verbose=False, **kwargs)
+    _write_meta(path, meta)
+    return path
+
+
+def graph_summary(path: str | os.PathLike) -> dict:
+    """Opset, node count, most common operators, inputs with their (symbolic) shapes, files and size of an ONNX file."""
+    import collections
+
+    import onnx
+
+    files = measure.onnx_files(path)
+    model = onnx.load(str(path), load_external_data=False)
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+
+    def shape(value):
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    return {"opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+            "nodes": len(model.graph.node), "ops": dict(ops.most_common()),
+            "inputs": {i.name: shape(i) for i in model.graph.input},
+            "outputs": {o.name: shape(o) for o in model.graph.output},
+            "files": [f.name for f in files], "size_mb": measure.mb(measure.size_on_disk(path))}
+
+
+# --- sessions and inference -----------------------------------------------------------------------------------
+
+def available_threads() -> int:
+    """CPUs this process may run on (the "all threads" setting)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def make_session(path: str | os.PathLike, threads: int | None = None, opt_level: str = "all",
+                 inter_op_threads: int = 1, optimized_model_path: str | os.PathLike | None = None):
+    """An ``onnxruntime.InferenceSession`` on the CPU with explicit ``SessionOptions``.
+
+    - ``threads``: ``intra_op_num_threads`` (the threads one operator uses); ``None`` means every CPU this
+      process may use (``available_threads()``), never ORT's implicit default.
+    - ``opt_level``: ``graph_optimization_level``, one of ``OPT_LEVELS`` (``"all"`` adds layout and CPU-specific
+      fusions on top of ``"extended"``).
+    - ``inter_op_threads`` with sequential execution: operators run one after another.
+    - ``optimized_model_path``: if given, ORT writes the graph it actually runs there (to inspect it).
+
+    A missing file raises ``FileNotFoundError``; a file that is not ONNX raises ``ValueError``, both saying how to fix it.
+    """
+    import onnxruntime as ort
+
+    measure.onnx_files(path)  # clear errors for a missing or unreadable file, before ORT's terse ones
+    if opt_level not in OPT_LEVELS:
+        raise OnnxRouteError(f"opt_level must be one of {OPT_LEVELS}, got {opt_level!r}")
+    threads = available_threads() if threads is None else threads
+    if threads < 1:
+        raise OnnxRouteError(f"threads must be >= 1 (or None for all {available_threads()} CPUs), got {threads}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = inter_op_threads
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL, "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED, "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[opt_level]
+    options.log_severity_level = 3  # errors only: the shape-merge notices of quantized graphs teach nothing here
+    if optimized_model_path is not None:
+        options.optimized_model_filepath = str(optimized_model_path)
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own pybind exception types (Fail, InvalidGraph, ...)
+        raise OnnxRouteError(f"ONNX Runtime could not load {path}: {type(exc).__name__}: {exc}. "
+                             "Re-export or re-quantize the model (delete the file to force it).") from exc
+
+
+def session_threads(session) -> int:
+    """The ``intra_op_num_threads`` a session was created with."""
+    return session.get_session_options().intra_op_num_threads
+
+
+def make_feeds(session, tokenizer, texts: Sequence[str], max_len: int) -> dict[str, np.ndarray]:
+    """Tokenize ``texts`` (padded to ``max_len``) into the int64 arrays ``session`` takes, keyed by its input names."""
+    wanted = [i.name for i in session.get_inputs()]
+    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len, return_tensors="np")
+    missing = [n for n in wanted if n not in enc]
+    if missing:
+        raise OnnxRouteError(f"the model wants inputs {missing} that the tokenizer does not make ({list(enc)})")
+    return {n: np.asarray(enc[n], dtype=np.int64) for n in wanted}
+
+
+def run_logits(session, tokenizer, texts: Sequence[str], max_len: int, batch_size: int = 64,
+               progress: bool = False) -> torch.Tensor:
+    """Logits of ``texts`` from an ORT session, batch by batch, as an ``[n, num_labels]`` float tensor
+    (the ONNX twin of ``finetune.predict_logits``)."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise OnnxRouteError(f"batch_size must be >= 1, got {batch_size}")
+    texts = list(texts)
+    if not texts:
+        raise OnnxRouteError("no texts to run")
+    out = []
+    for i in tqdm(range(0, len(texts), batch_size), desc="ORT predict", disable=not progress, leave=False):
+        (logits,) = session.run(list(OUTPUT_NAMES), make_feeds(session, tokenizer, texts[i:i + batch_size], max_len))
+        out.append(torch.from_numpy(np.asarray(logits, dtype=np.float32)))
+    return torch.cat(out)
+
+
+def evaluate(session, tokenizer, split, max_len: int, batch_size: int = 64, reference_predictions=None,
+             progress: bool = False) -> dict:
+    """Accuracy (and agreement with ``reference_predictions``, e.g. fp32's) of a session on a ``data.Split``."""
+    logits = run_logits(session, tokenizer, split.texts, max_len, batch_size, progress)
+    preds = logits.argmax(dim=1)
+    out = {"accuracy": measure.accuracy(preds, split.labels), "predictions": preds, "logits": logits}
+    if reference_predictions is not None:
+        out["agreement"] = measure.agreement(preds, reference_predictions)
+    return out
+
+
+def check_equivalence(model: torch.nn.Module, session, tokenizer, texts: Sequence[str], max_len: int,
+                      batch_size: int = 32) -> dict:
+    """ORT logits against PyTorch logits on the same texts: max abs diff, agreement of argmax, and the count."""
+    from . import finetune
+
+    ref = finetune.predict_logits(model, tokenizer, list(texts), max_len, batch_size)
+    got = run_logits(session, tokenizer, texts, max_len, batch_size)
+    return {"n": len(ref), "max_abs_diff": measure.max_abs_diff(ref, got),
+            "agreement": measure.agreement(ref.argmax(1), got.argmax(1))}
+
+
+def session_latency(session, tokenizer, texts: Sequence[str], max_len: int, batch_size: int, runs: int = 10,
+                    warmup: int = 2) -> measure.Latency:
+    """Latency of one ``session.run`` on a batch of ``batch_size`` texts (tokenized once, outside the timing).
+
+    Uses ``measure.latency``; its ``threads`` is set to the session's intra-op threads so the ``Latency`` reports
+    them (torch's own thread count does not affect ORT)."""
+    texts = list(texts)
+    if not texts:
+        raise OnnxRouteError("no texts to time")
+    batch = (texts * (batch_size // len(texts) + 1))[:batch_size]
+    feeds = make_feeds(session, tokenizer, batch, max_len)
+    return measure.latency(lambda: session.run(list(OUTPUT_NAMES), feeds), runs=runs, warmup=warmup,
+                           threads=session_threads(session))
+
+
+def benchmark(session, tokenizer, split, max_len: int, batch_sizes: Iterable[int] = (1, 32), runs: int = 10,
+              warmup: int = 2, reference_predictions=None, eval_batch_size: int = 64) -> dict:
+    """The ORT benchmark runner: latency per batch size (``Latency``), accuracy on ``split``, agreement with
+    ``reference_predictions``. Keys: ``latency`` ({batch: Latency}), ``threads``, ``accuracy``, ``agreement``,
+    ``predictions``."""
+    ev = evaluate(session, tokenizer, split, max_len, eval_batch_size, reference_predictions)
+    lat = {b: session_latency(session, tokenizer, split.texts, max_len, b, runs, warmup) for b in batch_sizes}
+    return {"latency": lat, "threads": session_threads(session), "accuracy": ev["accuracy"],
+            "agreement": ev.get("agreement"), "predictions": ev["predictions"]}
+
+
+# --- 3. optimize ----------------------------------------------------------------------------------------------
+
+def optimize_bert(path: str | os.PathLike, out_path: str | os.PathLike, num_heads: int, hidden_size: int,
+                  reuse: bool = True) -> tuple[Path, dict[str, int]]:
+    """Run ONNX Runtime's transformer optimizer (``model_type="bert"``, Python fusions only, ``opt_level=0``) and
+    save the result at ``out_path``. Returns ``(out_path, fused-operator statistics)``: how many ``Attention``,
+    ``EmbedLayerNormalization``, ``SkipLayerNormalization``, ``BiasGelu``... nodes the fusions made."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    measure.onnx_files(path)
+    out_path = Path(out_path)
+    meta = {"kind": "optimize", "source": _read_meta(Path(path)) or str(path), "num_heads": num_heads,
+            "hidden_size": hidden_size}
+    if reuse and _reusable(out_path, meta):
+        return out_path, _read_meta(out_path)["stats"]
+    if hidden_size % num_heads:
+        raise OnnxRouteError(f"hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
+    optimized = optimize_model(str(path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                               opt_level=0, use_gpu=False)
+    stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items()}
+    with _staged(out_path) as tmp:
+        optimized.save_model_to_file(str(tmp))
+    _write_meta(out_path, {**meta, "stats": stats})
+    return out_path, stats
+
+
+def fusion_summary(stats: dict[str, int]) -> dict[str, int]:
+    """Only the fusions that fired (non-zero counts)."""
+    return {k: v for k, v in stats.items() if v}
+
+
+# --- 4. pre-process -------------------------------------------------------------------------------------------
+
+def preprocess(path: str | os.PathLike, out_path: str | os.PathLike, skip_optimization: bool = False,
+               skip_symbolic_shape: bool | None = None, reuse: bool = True) -> Path:
+    """``onnxruntime.quantization.quant_pre_process``: symbolic shape inference, ORT's basic graph optimizations
+    and ONNX shape inference, so the quantizer knows every tensor's type and shape (contrib operators such as the
+    fused ``Attention`` included). Saved at ``out_path``.
+
+    ``skip_symbolic_shape=None`` tries symbolic shape inference and, if it cannot finish (it gives up on some
+    unfused TorchScript graphs), falls back to ONNX shape inference only. ``artifact_meta(out_path)["symbolic_shape"]``
+    says which one ran."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    measure.onnx_files(path)
+    out_path = Path(out_path)
+    meta = {"kind": "preprocess", "source": _read_meta(Path(path)) or str(path), "skip_optimization": skip_optimization,
+            "skip_symbolic_shape": skip_symbolic_shape}
+    old = _read_meta(out_path) or {}
+    if reuse and _reusable(out_path, {**meta, "symbolic_shape": old.get("symbolic_shape")}):
+        return out_path
+    attempts = [False, True] if skip_symbolic_shape is None else [skip_symbolic_shape]
+    for skip in attempts:
+        try:
+            with _staged(out_path) as tmp, _quiet_quantizer():
+                quant_pre_process(str(path), str(tmp), skip_optimization=skip_optimization, skip_symbolic_shape=skip)
+            break
+        except Exception as exc:  # SymbolicShapeInference raises a bare Exception("Incomplete symbolic shape inference")
+            if skip or "symbolic shape" not in str(exc):
+                raise
+    _write_meta(out_path, {**meta, "symbolic_shape": not skip})
+    return out_path
+
+
+def artifact_meta(path: str | os.PathLike) -> dict | None:
+    """The settings a helper wrote ``path`` with (the JSON sidecar ``<path>.json``), or None."""
+    return _read_meta(Path(path))
+
+
+# --- 5. quantize ----------------------------------------------------------------------------------------------
+
+def _quant_type(name: str):
+    from onnxruntime.quantization import QuantType
+
+    try:
+        return {"QInt8": QuantType.QInt8, "QUInt8": QuantType.QUInt8}[name]
+    except KeyError:
+        raise OnnxRouteError(f"weight/activation type must be 'QInt8' or 'QUInt8', got {name!r}") from None
+
+
+def quantize_dynamic_variant(path: str | os.PathLike, out_path: str | os.PathLike, weight_type: str = "QInt8",
+                             per_channel: bool = False, reduce_range: bool = False,
+                             op_types: Sequence[str] | None = None, reuse: bool = True) -> Path:
+    """``onnxruntime.quantization.quantize_dynamic`` with the knobs named: int8 weights stored once, activations
+    quantized to uint8 at run time per batch. Always the QOperator format (``MatMulInteger``, ``QAttention``,
+    ``DynamicQuantizeLinear``); dynamic quantization has no QDQ form in ORT. Saved at ``out_path``.
+
+    - ``weight_type``: ``"QInt8"`` (signed weights) or ``"QUInt8"``.
+    - ``per_channel``: one scale per output channel of each weight instead of one per tensor.
+    - ``reduce_range``: 7-bit weights, which avoids overflow in the u8 x s8 multiply-add of CPUs without VNNI.
+    - ``op_types``: operators to quantize (``None``: every supported one: MatMul, Attention, Gather, ...).
+    """
+    from onnxruntime.quantization import quantize_dynamic
+
+    measure.onnx_files(path)
+    out_path = Path(out_path)
+    wt = _quant_type(weight_type)
+    meta = {"kind": "dynamic", "source": _read_meta(Path(path)) or str(path), "weight_type": weight_type,
+            "per_channel": per_channel, "reduce_range": reduce_range, "op_types": list(op_types or [])}
+    if reuse and _reusable(out_path, meta):
+        return out_path
+    with _staged(out_path) as tmp, _quiet_quantizer():
+        quantize_dynamic(str(path), str(tmp), op_types_to_quantize=list(op_types) if op_types else None,
+                         per_channel=per_channel, reduce_range=reduce_range, weight_type=wt)
+    _write_meta(out_path, meta)
+    return out_path
+
+
+@contextlib.contextmanager
+def _quiet_quantizer():
+    """The quantizer logs a pre-processing reminder and per-node notes at WARNING/INFO through the root logger;
+    keep them out of notebook output (we do pre-process, in step 4)."""
+    import logging
+
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(before)
+
+
+from onnxruntime.quantization import CalibrationDataReader as _CalibrationDataReader  # noqa: E402
+
+
+class CalibrationReader(_CalibrationDataReader):
+    """A ``CalibrationDataReader`` for ``quantize_static``: training sentences, tokenized once, fed in batches.
+
+    ``get_next()`` returns one feed dict (``{input name: int64 array [batch, max_len]}``) per call and ``None`` when
+    the sentences run out; ``rewind()`` starts again (ORT calls it between calibration passes). Iterating it
+    rewinds first and yields every batch.
+    """
+
+    def __init__(self, tokenizer, texts: Sequence[str], max_len: int, batch_size: int = 16,
+                 input_names: Sequence[str] | None = None):
+        texts = list(texts)
+        if not texts:
+            raise OnnxRouteError("the calibration reader needs at least one sentence")
+        if batch_size < 1:
+            raise OnnxRouteError(f"batch_size must be >= 1, got {batch_size}")
+        names = tuple(input_names or model_input_names(tokenizer))
+        enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="np")
+        missing = [n for n in names if n not in enc]
+        if missing:
+            raise OnnxRouteError(f"the tokenizer does not make inputs {missing}")
+        self.input_names = names
+        self.batch_size = batch_size
+        self.n_sentences = len(texts)
+        self._arrays = {n: np.asarray(enc[n], dtype=np.int64) for n in names}
+        self._pos = 0
+
+    def __len__(self) -> int:
+        """Number of batches in one pass."""
+        return (self.n_sentences + self.batch_size - 1) // self.batch_size
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._pos >= self.n_sentences:
+            return None
+        sl = slice(self._pos, self._pos + self.batch_size)
+        self._pos += self.batch_size
+        return {n: a[sl] for n, a in self._arrays.items()}
+
+    def rewind(self) -> None:
+        self._pos = 0
+
+    def __iter__(self):
+        self.rewind()
+        return self
+
+
+CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile", "Distribution")
+
+
+def quantize_static_variant(path: str | os.PathLike, out_path: str | os.PathLike, reader: CalibrationReader,
+                            method: str = "MinMax", quant_format: str = "QDQ", per_channel: bool = True,
+                            weight_type: str = "QInt8", activation_type: str = "QUInt8", reduce_range: bool = False,
+                            op_types: Sequence[str] | None = ("MatMul",), reuse_key: str | None = None,
+                            extra_options: dict | None = None) -> Path:
+    """``onnxruntime.quantization.quantize_static``: activation ranges fixed ahead of time from ``reader``'s
+    calibration batches, weights and activations both int8. Saved at ``out_path``.
+
+    - ``method``: how a range is read from the calibration activations, one of ``CALIBRATION_METHODS``
+      (``MinMax``: the extremes; ``Entropy``: the range minimizing KL divergence; ``Percentile``: clip at the
+      99.999th percentile by default).
+    - ``quant_format``: ``"QDQ"`` (QuantizeLinear/DequantizeLinear pairs around float ops; ORT fuses them into
+      int8 kernels) or ``"QOperator"`` (dedicated ``QLinearMatMul``-style operators).
+    - ``op_types``: operators to quantize; ``("MatMul",)`` by default (the linear layers, where the weights are).
+    - ``reuse_key``: if given (for example ``f"{method}-{n_sentences}"``), an existing ``out_path`` written with the
+      same key and settings is reused instead of calibrating again.
+    """
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    measure.onnx_files(path)
+    if method not in CALIBRATION_METHODS:
+        raise OnnxRouteError(f"method must be one of {CALIBRATION_METHODS}, got {method!r}")
+    if quant_format not in ("QDQ", "QOperator"):
+        raise OnnxRouteError(f"quant_format must be 'QDQ' or 'QOperator', got {quant_format!r}")
+    out_path = Path(out_path)
+    meta = {"kind": "static", "source": _read_meta(Path(path)) or str(path), "method": method,
+            "format": quant_format, "per_channel": per_channel, "weight_type": weight_type,
+            "activation_type": activation_type, "reduce_range": reduce_range, "op_types": list(op_types or []),
+            "extra": extra_options or {}, "key": reuse_key}
+    if reuse_key is not None and _reusable(out_path, meta):
+        return out_path
+    reader.rewind()
+    with _staged(out_path) as tmp, _quiet_quantizer():
+        quantize_static(str(path), str(tmp), reader, quant_format=getattr(QuantFormat, quant_format),
+                        op_types_to_quantize=list(op_types) if op_types else None, per_channel=per_channel,
+                        reduce_range=reduce_range, activation_type=_quant_type(activation_type),
+                        weight_type=_quant_type(weight_type), calibrate_method=getattr(CalibrationMethod, method), extra_options=extra_options)
+    _write_meta(out_path, meta)
+    return out_path

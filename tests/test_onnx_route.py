@@ -1,0 +1,257 @@
+"""Tests of helpers.onnx_route on a tiny randomly initialised BERT (2 layers, hidden 32), so they run in seconds."""
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from helpers import measure, models
+from helpers import onnx_route as R
+
+MAX_LEN = 16
+TEXTS = ["a gripping, beautifully shot film", "dull and far too long", "fine", "the worst movie of the year",
+         "an unexpected delight from start to finish", "meh"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return models.load_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tokenizer):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+    with torch.no_grad():  # make the two logits differ clearly, so argmax agreement is a meaningful check
+        model.classifier.weight.mul_(20)
+    return model
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_model, tokenizer, tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=R.LEGACY_EXPORTER_WARNING, category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        return R.export_classifier(tiny_model, tokenizer, path, MAX_LEN)
+
+
+def torch_logits(model, tokenizer, texts, max_len):
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="pt")
+    with torch.no_grad():
+        return model(**enc).logits
+
+
+# --- export ---------------------------------------------------------------------------------------------------
+
+def test_export_has_dynamic_batch_and_sequence_axes(exported):
+    summary = R.graph_summary(exported)
+    assert summary["inputs"] == {n: ["batch", "seq"] for n in R.INPUT_NAMES}
+    assert summary["outputs"] == {"logits": ["batch", 2]}
+    assert summary["opset"] == R.TORCHSCRIPT_OPSET
+    assert summary["files"] == ["model.onnx"]
+
+
+@pytest.mark.parametrize("batch, seq", [(1, MAX_LEN), (5, MAX_LEN), (3, 9)])
+def test_ort_matches_torch_at_other_shapes(exported, tiny_model, tokenizer, batch, seq):
+    session = R.make_session(exported, threads=1)
+    texts = (TEXTS * 2)[:batch]
+    got = R.run_logits(session, tokenizer, texts, seq, batch_size=2)
+    want = torch_logits(tiny_model, tokenizer, texts, seq)
+    assert got.shape == (batch, 2)
+    assert measure.max_abs_diff(got, want) < 1e-4
+
+
+def test_check_equivalence_reports_diff_and_agreement(exported, tiny_model, tokenizer):
+    eq = R.check_equivalence(tiny_model, R.make_session(exported, threads=1), tokenizer, TEXTS, MAX_LEN, batch_size=4)
+    assert eq["n"] == len(TEXTS)
+    assert eq["max_abs_diff"] < 1e-4 and eq["agreement"] == 1.0
+
+
+def test_export_reuses_identical_and_replaces_changed(exported, tiny_model, tokenizer):
+    before = exported.stat().st_mtime_ns
+    assert R.export_classifier(tiny_model, tokenizer, exported, MAX_LEN) == exported
+    assert exported.stat().st_mtime_ns == before  # same weights and settings: reused, not rewritten
+    assert R.artifact_meta(exported)["max_len"] == MAX_LEN
+    other = exported.with_name("other.onnx")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        R.export_classifier(tiny_model, tokenizer, other, MAX_LEN + 8)
+    assert R.artifact_meta(other)["max_len"] == MAX_LEN + 8
+    assert not list(exported.parent.glob(".stage-*"))  # no staging folders left behind
+
+
+def test_export_with_sdpa_attention_restores_model(tiny_model, tokenizer, tmp_path):
+    before = tiny_model.config._attn_implementation
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        R.export_classifier(tiny_model, tokenizer, tmp_path / "m.onnx", MAX_LEN, attn_implementation="eager")
+    assert tiny_model.config._attn_implementation == before
+
+
+def test_dynamo_export_writes_external_data(tiny_model, tokenizer, tmp_path):
+    path = R.export_classifier(tiny_model, tokenizer, tmp_path / "dyn.onnx", MAX_LEN, exporter="dynamo")
+    files = [p.name for p in measure.onnx_files(path)]
+    assert files == ["dyn.onnx", "dyn.onnx.data"]
+    assert measure.size_on_disk(path) > path.stat().st_size
+    got = R.run_logits(R.make_session(path, threads=1), tokenizer, TEXTS[:3], 11)
+    assert measure.max_abs_diff(got, torch_logits(tiny_model, tokenizer, TEXTS[:3], 11)) < 1e-4
+
+
+def test_export_rejects_bad_arguments(tiny_model, tokenizer, tmp_path):
+    with pytest.raises(R.OnnxRouteError, match="exporter must be one of"):
+        R.export_classifier(tiny_model, tokenizer, tmp_path / "m.onnx", MAX_LEN, exporter="tflite")
+    with pytest.raises(R.OnnxRouteError, match="must end in .onnx"):
+        R.export_classifier(tiny_model, tokenizer, tmp_path / "m.bin", MAX_LEN)
+
+
+def test_artifact_dir_is_keyed_by_weights(tiny_model, tmp_path):
+    import copy
+
+    a = R.artifact_dir(tiny_model, MAX_LEN, root=tmp_path)
+    assert a == R.artifact_dir(tiny_model, MAX_LEN, root=tmp_path)
+    other = copy.deepcopy(tiny_model)
+    with torch.no_grad():
+        other.classifier.bias.add_(1.0)
+    assert R.artifact_dir(other, MAX_LEN, root=tmp_path) != a
+    assert R.artifact_dir(tiny_model, MAX_LEN, "dynamo", root=tmp_path) != a
+    assert a.parent == tmp_path
+
+
+# --- sessions -------------------------------------------------------------------------------------------------
+
+def test_missing_and_invalid_onnx_paths_give_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="export the model first"):
+        R.make_session(tmp_path / "missing.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf")
+    with pytest.raises(ValueError, match="not a readable ONNX model"):
+        R.make_session(bad)
+    with pytest.raises(FileNotFoundError, match="export the model first"):
+        R.quantize_dynamic_variant(tmp_path / "missing.onnx", tmp_path / "q.onnx")
+
+
+def test_session_options_are_explicit(exported):
+    one = R.make_session(exported, threads=1, opt_level="basic")
+    assert R.session_threads(one) == 1
+    opts = one.get_session_options()
+    import onnxruntime as ort
+
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert opts.inter_op_num_threads == 1
+    assert R.session_threads(R.make_session(exported)) == R.available_threads()
+    with pytest.raises(R.OnnxRouteError, match="opt_level must be one of"):
+        R.make_session(exported, opt_level="max")
+    with pytest.raises(R.OnnxRouteError, match="threads must be >= 1"):
+        R.make_session(exported, threads=0)
+
+
+def test_run_logits_rejects_empty_input(exported, tokenizer):
+    session = R.make_session(exported, threads=1)
+    with pytest.raises(R.OnnxRouteError, match="no texts"):
+        R.run_logits(session, tokenizer, [], MAX_LEN)
+    with pytest.raises(R.OnnxRouteError, match="batch_size must be"):
+        R.run_logits(session, tokenizer, TEXTS, MAX_LEN, batch_size=0)
+
+
+def test_benchmark_reports_latency_accuracy_agreement(exported, tokenizer):
+    from helpers.data import Split
+
+    split = Split(TEXTS, [1, 0, 1, 0, 1, 0])
+    session = R.make_session(exported, threads=1)
+    ref = R.run_logits(session, tokenizer, TEXTS, MAX_LEN).argmax(1)
+    res = R.benchmark(session, tokenizer, split, MAX_LEN, batch_sizes=(1, 4), runs=3, warmup=1,
+                      reference_predictions=ref)
+    assert set(res["latency"]) == {1, 4}
+    for lat in res["latency"].values():
+        assert isinstance(lat, measure.Latency)
+        assert lat.threads == 1 and lat.runs == 3 and 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms
+    assert res["agreement"] == 1.0
+    assert res["accuracy"] == pytest.approx(measure.accuracy(ref, split.labels))
+
+
+# --- optimize, pre-process, quantize --------------------------------------------------------------------------
+
+def test_optimizer_fuses_attention_of_eager_torchscript_export(exported, tmp_path, tokenizer, tiny_model):
+    out, stats = R.optimize_bert(exported, tmp_path / "opt.onnx", num_heads=4, hidden_size=32)
+    fired = R.fusion_summary(stats)
+    assert fired.get("Attention") == 2  # one per layer
+    assert fired.get("SkipLayerNormalization", 0) >= 2
+    assert all(v > 0 for v in fired.values())
+    ops = R.graph_summary(out)["ops"]
+    assert ops.get("Attention") == 2 and "Softmax" not in ops
+    got = R.run_logits(R.make_session(out, threads=1), tokenizer, TEXTS, MAX_LEN)
+    assert measure.max_abs_diff(got, torch_logits(tiny_model, tokenizer, TEXTS, MAX_LEN)) < 1e-4
+    with pytest.raises(R.OnnxRouteError, match="not a multiple"):
+        R.optimize_bert(exported, tmp_path / "opt2.onnx", num_heads=5, hidden_size=32)
+
+
+@pytest.fixture(scope="module")
+def preprocessed(exported, tmp_path_factory):
+    d = tmp_path_factory.mktemp("pre")
+    opt, _ = R.optimize_bert(exported, d / "opt.onnx", num_heads=4, hidden_size=32)
+    return R.preprocess(opt, d / "opt.pre.onnx")
+
+
+def test_preprocess_records_shape_inference(preprocessed):
+    meta = R.artifact_meta(preprocessed)
+    assert meta["kind"] == "preprocess" and meta["symbolic_shape"] is True
+    model = onnx.load(str(preprocessed))
+    assert len(model.graph.value_info) > 0  # inferred shapes are stored in the graph
+
+
+@pytest.mark.parametrize("weight_type, per_channel, reduce_range",
+                         [("QInt8", False, False), ("QUInt8", True, True)])
+def test_dynamic_quantization_variants(preprocessed, tmp_path, tokenizer, weight_type, per_channel, reduce_range):
+    out = R.quantize_dynamic_variant(preprocessed, tmp_path / "dyn.onnx", weight_type, per_channel, reduce_range)
+    ops = R.graph_summary(out)["ops"]
+    assert "DynamicQuantizeLinear" in ops or "QAttention" in ops
+    assert "QAttention" in ops  # the fused attention has an int8 kernel
+    assert measure.size_on_disk(out) < 0.5 * measure.size_on_disk(preprocessed)
+    fp32 = R.run_logits(R.make_session(preprocessed, threads=1), tokenizer, TEXTS, MAX_LEN)
+    int8 = R.run_logits(R.make_session(out, threads=1), tokenizer, TEXTS, MAX_LEN)
+    assert measure.max_abs_diff(fp32, int8) < 0.25 * fp32.abs().max().item()
+    meta = R.artifact_meta(out)
+    assert (meta["weight_type"], meta["per_channel"], meta["reduce_range"]) == (weight_type, per_channel, reduce_range)
+    with pytest.raises(R.OnnxRouteError, match="'QInt8' or 'QUInt8'"):
+        R.quantize_dynamic_variant(preprocessed, tmp_path / "x.onnx", "int4")
+
+
+def test_calibration_reader_yields_feeds_and_rewinds(tokenizer):
+    from onnxruntime.quantization import CalibrationDataReader
+
+    reader = R.CalibrationReader(tokenizer, TEXTS[:5], MAX_LEN, batch_size=2)
+    assert isinstance(reader, CalibrationDataReader)
+    assert len(reader) == 3
+    batches = [reader.get_next() for _ in range(3)]
+    assert reader.get_next() is None
+    assert [b["input_ids"].shape for b in batches] == [(2, MAX_LEN), (2, MAX_LEN), (1, MAX_LEN)]
+    assert all(set(b) == set(R.INPUT_NAMES) and all(a.dtype == np.int64 for a in b.values()) for b in batches)
+    expected = tokenizer(TEXTS[:2], padding="max_length", max_length=MAX_LEN, truncation=True)["input_ids"]
+    assert batches[0]["input_ids"].tolist() == expected
+    reader.rewind()
+    assert reader.get_next()["input_ids"].tolist() == expected
+    assert len(list(reader)) == 3  # iterating rewinds first
+    with pytest.raises(R.OnnxRouteError, match="at least one sentence"):
+        R.CalibrationReader(tokenizer, [], MAX_LEN)
+
+
+def test_static_quantization_qdq(exported, tmp_path, tokenizer):
+    pre = R.preprocess(exported, tmp_path / "pre.onnx")
+    reader = R.CalibrationReader(tokenizer, TEXTS, MAX_LEN, batch_size=3)
+    out = R.quantize_static_variant(pre, tmp_path / "static.onnx", reader, method="MinMax", quant_format="QDQ")
+    ops = R.graph_summary(out)["ops"]
+    assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
+    fp32 = R.run_logits(R.make_session(pre, threads=1), tokenizer, TEXTS, MAX_LEN)
+    int8 = R.run_logits(R.make_session(out, threads=1), tokenizer, TEXTS, MAX_LEN)
+    assert measure.max_abs_diff(fp32, int8) < 0.25 * fp32.abs().max().item()
+    with pytest.raises(R.OnnxRouteError, match="method must be one of"):
+        R.quantize_static_variant(pre, tmp_path / "s2.onnx", reader, method="Average")
+    with pytest.raises(R.OnnxRouteError, match="quant_format must be"):
+        R.quantize_static_variant(pre, tmp_path / "s3.onnx", reader, quant_format="QLinear")

@@ -4,6 +4,7 @@
                           ``first_block``, ``last_block``, ``attention``, ``ffn``, ``all``
 - ``quantize``           a quantized *copy*: every Linear dynamically int8 except the groups kept in fp32, and
                           optionally the ``nn.Embedding`` tables weight-only int8 (``float_qparams_weight_only_qconfig``)
+                          and per-channel weight scales
 - ``module_census``      how many modules of each type a model holds (what ``quantize_dynamic`` swapped)
 - ``size_breakdown``     bytes of the saved state_dict per part: embeddings / encoder / head
 - ``using_engine``       run a block under one quantized engine (x86, fbgemm, onednn, qnnpack)
@@ -88,19 +89,22 @@ def _resolve(model: nn.Module, keep_fp32: str | Iterable[str] | None) -> set[str
 
 
 def quantize(model: nn.Module, keep_fp32: str | Iterable[str] | None = None, embeddings: bool = False,
-             engine: str | None = None) -> nn.Module:
+             engine: str | None = None, per_channel: bool = False) -> nn.Module:
     """A dynamically quantized copy of ``model`` (the original is left untouched).
 
     Every ``nn.Linear`` becomes a dynamic int8 Linear (int8 weights, activations quantized per batch), except the
     layers of the groups in ``keep_fp32`` (names from ``linear_groups``). With ``embeddings=True`` every
     ``nn.Embedding`` is also stored as int8 rows with a float scale and offset per row (weight-only; the lookup
-    returns fp32). The weights are packed for ``engine`` (default: the active quantized engine); run the copy
-    under the same engine.
+    returns fp32). With ``per_channel=True`` each output channel of a Linear weight gets its own scale
+    (``per_channel_dynamic_qconfig``) instead of one scale per tensor. The weights are packed for ``engine``
+    (default: the active quantized engine); run the copy under the same engine.
     """
-    from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig, quantize_dynamic
+    from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
+                                       per_channel_dynamic_qconfig, quantize_dynamic)
 
     kept = _resolve(model, keep_fp32)
-    spec = {name: default_dynamic_qconfig for name in _linear_names(model) if name not in kept}
+    linear_qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
+    spec = {name: linear_qconfig for name in _linear_names(model) if name not in kept}
     if embeddings:
         spec.update({name: float_qparams_weight_only_qconfig for name, m in model.named_modules()
                      if isinstance(m, nn.Embedding)})

@@ -82,11 +82,19 @@ def test_keep_several_groups_and_bad_names(tiny):
         bert_quant.quantize(tiny, keep_fp32="all")
 
 
+def test_per_channel_weights(tiny):
+    q = bert_quant.quantize(tiny, per_channel=True)
+    weight = q.bert.encoder.layer[0].intermediate.dense.weight()
+    assert weight.qscheme() == torch.per_channel_affine and weight.q_per_channel_scales().shape == (128,)
+    assert bert_quant.quantize(tiny).classifier.weight().qscheme() == torch.per_tensor_affine
+
+
 def test_quantized_outputs_stay_close(tiny):
     x = torch.randint(1, 4000, (4, 16))
     with torch.inference_mode():
         ref = tiny(input_ids=x).logits
-        for model in (bert_quant.quantize(tiny), bert_quant.quantize(tiny, embeddings=True)):
+        for model in (bert_quant.quantize(tiny), bert_quant.quantize(tiny, embeddings=True),
+                      bert_quant.quantize(tiny, per_channel=True)):
             out = model(input_ids=x).logits
             assert out.shape == ref.shape and measure.max_abs_diff(out, ref) < 0.1
 

@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export INT8_COURSE_STRICT_CHECKS ?= 1
 
-.PHONY: setup run test lab outputs clean
+.PHONY: setup run test lab outputs bench clean
 
 setup: $(STAMP)  ## create .venv with the pinned dependencies, the helpers package and the course kernel
 
@@ -40,6 +40,9 @@ lab: setup  ## open JupyterLab on the course kernel
 
 outputs: setup  ## re-execute the notebooks in place (smoke) to refresh their committed outputs; NB=01 for one
 	$(BIN)/python -m helpers.run --in-place --kernel $(KERNEL) $(NB)
+
+bench: setup  ## measure every inference route (notebook 06) into build/bench/; QUICK=1 for the reduced CI grid
+	$(BIN)/python -m helpers.bench $(if $(QUICK),--quick)
 
 clean:  ## remove build outputs (keeps .venv and the model cache)
 	rm -rf build/notebooks build/results build/index.html

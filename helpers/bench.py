@@ -56,12 +56,12 @@ def all_threads() -> int:
 
 
 def grid(quick: bool, threads: int | None = None) -> list[Point]:
-    """The grid. Full: batch {1, 32} x seq {64, 128} x threads {1, all}. Quick: the target point (b32 s128 t1),
-    the same at all threads (for the thread-scaling plot) and batch 1."""
+    """The grid. Full: batch {1, 32} x seq {64, 128} x threads {1, all}. Quick: the target point (b32 s128 t1)
+    and batch 1 at 1 and all threads (the cheap half of the thread-scaling picture)."""
     n = threads or all_threads()
     thread_counts = sorted({1, n})
     if quick:
-        points = [Point(32, 128, 1), Point(1, 128, 1)] + [Point(32, 128, t) for t in thread_counts if t != 1]
+        points = [Point(32, 128, 1)] + [Point(1, 128, t) for t in thread_counts]
     else:
         points = [Point(b, s, t) for t in thread_counts for s in (64, 128) for b in (1, 32)]
     return points
@@ -252,6 +252,35 @@ def latency_rows(doc: dict) -> list[dict]:
             for r in doc["routes"] for p in r["latency"]]
 
 
+def pareto_front(doc: dict) -> list[str]:
+    """Routes no other route beats on both speed (at the summary point) and accuracy: the ones worth choosing."""
+    b, s, t = summary_point(doc)
+    pts = [(r["route"], (latency_at(r, b, s, t) or {}).get("speedup"), r["accuracy"])
+           for r in doc["routes"] if r["status"] == "ok"]
+    pts = [(n, sp, acc) for n, sp, acc in pts if sp is not None and acc is not None]
+    return [n for n, sp, acc in pts
+            if not any(sp2 >= sp and acc2 >= acc and (sp2 > sp or acc2 > acc) for _, sp2, acc2 in pts)]
+
+
+def profile_ops(route: routes_mod.Route, ctx: routes_mod.Context, texts: Sequence[str], point: Point,
+                top: int = 8) -> list[dict]:
+    """Where one call's time goes: the operators with the most self CPU time (``torch.profiler``), after a warm-up
+    call. Kernel names show which int8/bf16 paths actually ran."""
+    from torch.profiler import ProfilerActivity, profile
+
+    built = route.build(ctx)
+    batch = _batch(ctx, texts, point)
+    with measure.num_threads(point.threads), torch.inference_mode():
+        built.forward(batch)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            built.forward(batch)
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1
+    routes_mod.release()
+    return [{"route": route.name, "operator": e.key, "calls": e.count, "self ms": e.self_cpu_time_total / 1e3,
+             "share": e.self_cpu_time_total / total} for e in events[:top]]
+
+
 def evaluate_target(doc: dict) -> dict:
     """Is the target met? The fastest int8 route within 0.5 point of fp32 accuracy, at b32 s128 t1."""
     key = (TARGET["batch"], TARGET["seq"], TARGET["threads"])
@@ -365,7 +394,7 @@ def load(path: str | os.PathLike | None = None) -> dict:
 def settings_for(quick: bool) -> dict:
     """Runs, warm-up and the test subset: quick keeps CI short, full uses the whole test split."""
     return {"quick": quick, "runs": 3 if quick else 10, "warmup": 0 if quick else 2,
-            "test_examples": 128 if quick else None}
+            "test_examples": 96 if quick else None}
 
 
 def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: Sequence[str] | None = None,
@@ -409,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--routes", default=None,
                         help=f"comma-separated routes (fp32 is always added); default all: {','.join(routes_mod.registry())}")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per grid point (default 3 quick, 10 full)")
-    parser.add_argument("--test-examples", type=int, default=None, help="test examples for accuracy (default 128 "
+    parser.add_argument("--test-examples", type=int, default=None, help="test examples for accuracy (default 96 "
                         "quick, the whole test split full)")
     parser.add_argument("--threads", type=int, default=None, help="the 'all threads' setting (default: every CPU)")
     parser.add_argument("--compile", dest="include_compiled", action="store_true", default=None,

@@ -341,3 +341,54 @@ def release() -> None:
     gc.collect()
     with contextlib.suppress(Exception):
         torch._dynamo.reset()
+
+
+# --- torch.ao.quantization -> torchao, checked on the installed versions ------------------------------------------
+
+#: (old eager API, what it did, torchao successor as "module:attribute")
+MIGRATION = (
+    ("torch.ao.quantization:quantize_dynamic", "dynamic int8 nn.Linear (weights int8, activations per batch)",
+     "torchao.quantization:Int8DynamicActivationInt8WeightConfig"),
+    ("torch.ao.quantization:prepare", "eager static int8 (QuantStub/DeQuantStub, observers, convert)",
+     "torchao.quantization.pt2e.quantize_pt2e:prepare_pt2e"),
+    ("torch.ao.quantization:convert", "swap observed modules for quantized ones",
+     "torchao.quantization.pt2e.quantize_pt2e:convert_pt2e"),
+    ("torch.ao.quantization.quantize_fx:prepare_fx", "FX graph mode static int8",
+     "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer:X86InductorQuantizer"),
+    ("torch.ao.quantization:prepare_qat", "quantization-aware training",
+     "torchao.quantization.qat:QATConfig"),
+    ("torch.ao.quantization:get_default_qconfig", "per-backend qconfig (fbgemm/qnnpack/x86)",
+     "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer:get_default_x86_inductor_quantization_config"),
+)
+
+
+def _resolve(spec: str):
+    import importlib
+
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def api_state(spec: str) -> str:
+    """"present", "present, deprecated" or "missing (<error>)" for ``module:attribute`` on this install.
+
+    Deprecated means marked with ``typing_extensions.deprecated`` (the ``__deprecated__`` attribute), which is how
+    torch 2.13 marks the ``torch.ao.quantization`` entry points; calling one emits the DeprecationWarning."""
+    try:
+        obj = _resolve(spec)
+    except (ImportError, AttributeError) as exc:
+        return f"missing ({type(exc).__name__})"
+    return "present, deprecated" if getattr(obj, "__deprecated__", None) else "present"
+
+
+def migration_table() -> list[dict]:
+    """``torch.ao.quantization`` eager/FX APIs and their torchao successors, each with its state on this install."""
+    import torchao
+
+    rows = []
+    for old, what, new in MIGRATION:
+        rows.append({"torch.ao API": old.replace(":", "."), "what it does": what,
+                     f"torch {torch.__version__.split('+')[0]}": api_state(old),
+                     "torchao successor": new.replace(":", "."),
+                     f"torchao {torchao.__version__}": api_state(new)})
+    return rows

@@ -208,13 +208,24 @@ def test_recommendation_is_derived_from_the_table():
     assert any(line.startswith("Fastest int8 within 0.5 point: int8-a — 2.00x") for line in lines)
     assert any("Lost more than 0.5 point: int8-b (-10.0)" in line for line in lines)
     assert any("Slower than fp32 eager here: slowpoke (0.50x)" in line for line in lines)
+    # bf16 is at least as accurate as every route and faster than all of them: it alone is on the front
+    assert bench.pareto_front(doc) == ["bf16"]
+    doc["routes"][3]["accuracy"] = 0.9  # now int8-b is the most accurate: it joins the front
+    assert bench.pareto_front(doc) == ["bf16", "int8-b"]
+
+
+def test_profile_ops_names_the_quantized_kernels(ctx):
+    rows = bench.profile_ops(routes.registry()["dynamic-int8-x86"], ctx, TEXTS, bench.Point(4, 16, 1), top=30)
+    assert rows and all(r["self ms"] >= 0 for r in rows)
+    assert sum(r["share"] for r in rows) <= 1.0 + 1e-9
+    assert any("quantized::linear_dynamic" in r["operator"] for r in rows)
 
 
 # --- grid and CLI ---------------------------------------------------------------------------------------------
 
 def test_quick_grid_is_small_and_holds_the_target_point():
     quick = bench.grid(quick=True, threads=4)
-    assert quick == [bench.Point(32, 128, 1), bench.Point(1, 128, 1), bench.Point(32, 128, 4)]
+    assert quick == [bench.Point(32, 128, 1), bench.Point(1, 128, 1), bench.Point(1, 128, 4)]
     full = bench.grid(quick=False, threads=4)
     assert len(full) == 8 and {(p.batch, p.seq, p.threads) for p in full} >= {(1, 64, 1), (32, 128, 4)}
     assert bench.grid(quick=True, threads=1) == [bench.Point(32, 128, 1), bench.Point(1, 128, 1)]
@@ -259,3 +270,17 @@ def test_cpu_features_from_a_faked_cpuinfo(tmp_path):
                    if k not in ("machine", "torch_cpu_capability"))
     text = bench.describe_environment(bench.environment())
     assert "threads: torch intra-op" in text and "torchao" in text and "onnxruntime" in text
+
+
+def test_migration_table_checks_the_installed_apis():
+    rows = routes.migration_table()
+    assert len(rows) == len(routes.MIGRATION)
+    first = rows[0]
+    import torchao
+
+    state_old = first[f"torch {torch.__version__.split('+')[0]}"]
+    state_new = first[f"torchao {torchao.__version__}"]
+    assert state_old == "present, deprecated"  # torch 2.13 warns "torch.ao.quantization is deprecated"
+    assert state_new == "present"
+    assert routes.api_state("torchao.quantization:NoSuchConfig") == "missing (AttributeError)"
+    assert routes.api_state("no_such_module:thing") == "missing (ModuleNotFoundError)"

@@ -24,6 +24,7 @@ silently re-initialised.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -223,14 +224,22 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def quiet_typed_storage():
+    """Filter exactly torch's own ``TypedStorage is deprecated`` warning (raised inside ``torch.load`` when it
+    rebuilds quantized tensors); every other warning still shows."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=TYPED_STORAGE_WARNING, category=UserWarning)
+        yield
+
+
 def load_state_file(path: str | os.PathLike) -> dict:
     """``torch.load(path, weights_only=True, map_location="cpu")`` with errors that say what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointMissingError(f"no checkpoint file at {path}; save the model first (save_quantized)")
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=TYPED_STORAGE_WARNING, category=UserWarning)
+        with quiet_typed_storage():
             state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
         if "Unsupported global" in str(exc):

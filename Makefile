@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export INT8_COURSE_STRICT_CHECKS ?= 1
 
-.PHONY: setup run test lab outputs bench clean
+.PHONY: setup run test lab outputs bench student browser-test clean
 
 setup: $(STAMP)  ## create .venv with the pinned dependencies, the helpers package and the course kernel
 
@@ -44,5 +44,12 @@ outputs: setup  ## re-execute the notebooks in place (smoke) to refresh their co
 bench: setup  ## measure every inference route (notebook 06) into build/bench/; QUICK=1 for the reduced CI grid
 	$(BIN)/python -m helpers.bench $(if $(QUICK),--quick)
 
+student: setup  ## student copies in build/student/ (solutions stubbed, outputs cleared) and their zip
+	$(BIN)/python -m helpers.student
+
+browser-test: setup  ## notebook 01 in a real JupyterLab, driven through Debian's chromium (installed if root)
+	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+	$(BIN)/python -m pytest tests/test_browser.py -v -s -p no:cacheprovider
+
 clean:  ## remove build outputs (keeps .venv and the model cache)
-	rm -rf build/notebooks build/results build/index.html
+	rm -rf build/notebooks build/results build/index.html build/student build/browser

@@ -255,3 +255,16 @@ def test_static_quantization_qdq(exported, tmp_path, tokenizer):
         R.quantize_static_variant(pre, tmp_path / "s2.onnx", reader, method="Average")
     with pytest.raises(R.OnnxRouteError, match="quant_format must be"):
         R.quantize_static_variant(pre, tmp_path / "s3.onnx", reader, quant_format="QLinear")
+
+
+def test_best_int8_builds_the_recommended_recipe_once(tiny_model, tokenizer, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = R.best_int8(tiny_model, tokenizer, MAX_LEN, root=tmp_path)
+    assert path.parent == R.artifact_dir(tiny_model, MAX_LEN, root=tmp_path)
+    meta = R.artifact_meta(path)
+    assert all(meta[k] == v for k, v in R.BEST_INT8_RECIPE.items() if k != "kind")
+    assert "QAttention" in R.graph_summary(path)["ops"]
+    before = path.stat().st_mtime_ns
+    assert R.best_int8(tiny_model, tokenizer, MAX_LEN, root=tmp_path) == path
+    assert path.stat().st_mtime_ns == before  # reused, not rebuilt

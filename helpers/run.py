@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import report
+from . import report, tables
 from .paths import atomic_write, build_dir, notebooks_dir
 
 
@@ -47,6 +47,27 @@ def to_html(executed: Path) -> Path:
     return target
 
 
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [line for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def record_timing(path: Path, stem: str, mode: str, seconds: float | None = None, failure: str | None = None) -> dict:
+    """Update build/results/_timings.json: ``{stem: {mode: seconds}}``; a failure is kept as ``{mode}_failed``
+    (with the error's last line) until the notebook next succeeds in that mode. Returns all timings."""
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    entry = timings.setdefault(stem, {})
+    if failure is not None:
+        entry[f"{mode}_failed"] = failure
+    else:
+        entry[mode] = round(float(seconds), 1)
+        entry.pop(f"{mode}_failed", None)
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(timings, indent=2, sort_keys=True))
+    return timings
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prefixes", nargs="*", help="run only notebooks whose file name starts with these")
@@ -65,7 +86,6 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = notebooks_dir() if args.in_place else build_dir() / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     timings_path = build_dir() / "results" / "_timings.json"
-    timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
     mode = "full" if args.full else "smoke"
     failed = []
     for nb in notebooks:
@@ -75,17 +95,17 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # papermill raises PapermillExecutionError with the failing cell
             print(f"✗ {nb.name} failed: {exc}", file=sys.stderr)
             failed.append(nb.name)
+            record_timing(timings_path, nb.stem, mode, failure=first_line(exc))
             continue
         finally:
             if not args.in_place and (out_dir / nb.name).is_file():
                 to_html(out_dir / nb.name)
-        timings.setdefault(nb.stem, {})[mode] = round(seconds, 1)
+        record_timing(timings_path, nb.stem, mode, seconds=seconds)
         print(f"✓ {nb.name}: {seconds:.1f} s wall time", flush=True)
-        with atomic_write(timings_path) as tmp:
-            tmp.write_text(json.dumps(timings, indent=2))
     index = report.write_index()
     print(f"report: {index}")
-    print("wall time per notebook (s): " + ", ".join(f"{k} {v}" for k, v in sorted(timings.items())))
+    print("wall time per notebook, minutes (also in build/timings.md and the report):")
+    print(tables.to_markdown(report.timing_rows(report.load_timings(), [nb.stem for nb in notebooks])))
     if failed:
         print(f"failed notebooks: {', '.join(failed)}", file=sys.stderr)
         return 1

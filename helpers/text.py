@@ -129,7 +129,7 @@ class LSTMConfig:
 
 
 #: Smoke: a short run for CI (well under a minute on 2 cores). Full: trained to convergence with early stopping.
-SMOKE = LSTMConfig(hidden=128, max_len=40, max_epochs=6, patience=2, time_budget_s=40)
+SMOKE = LSTMConfig(hidden=128, max_len=40, max_epochs=6, patience=2, time_budget_s=50)
 FULL = LSTMConfig()
 
 

@@ -14,6 +14,7 @@ Every notebook imports this package and nothing else of the project. One module 
 - ``deprecations``  the two known torch quantization warnings, filtered by category and message
 - ``checks``        exercise checkers that answer "correct" or give a hint
 - ``paths``         where the build and cache directories are
+- ``text``          a word vocabulary/encoder and the Embedding -> LSTM -> Linear sentiment classifier (notebook 02)
 """
 
 __version__ = "0.1.0"

@@ -260,27 +260,19 @@ def _ort_forward(onnx_route, path: Path) -> tuple[Callable[[dict], torch.Tensor]
     return forward, sessions
 
 
-def _ort_export(ctx: Context, onnx_route) -> tuple[Path, Path]:
-    """The exported fp32 graph and its transformer-optimized twin (fused attention), cached by onnx_route."""
-    root = onnx_route.artifact_dir(ctx.model, ctx.max_len)
-    fp32 = onnx_route.export_classifier(ctx.model, ctx.tokenizer, root / "model.onnx", ctx.max_len)
-    cfg = ctx.model.config
-    optimized, _ = onnx_route.optimize_bert(fp32, root / "model.opt.onnx", cfg.num_attention_heads, cfg.hidden_size)
-    return fp32, optimized
-
-
 @_timed
 def build_ort_fp32(ctx: Context) -> Built:
     """ONNX Runtime fp32 on the transformer-optimized graph (fused attention), graph optimizations "all"."""
     onnx_route = _onnx_route()
-    _, optimized = _ort_export(ctx, onnx_route)
+    optimized = onnx_route.prepare(ctx.model, ctx.tokenizer, ctx.max_len)["optimized"]
     forward, sessions = _ort_forward(onnx_route, optimized)
     return Built(forward, measure.size_on_disk(optimized), keep=[sessions], notes=optimized.name)
 
 
 @_timed
 def build_ort_int8(ctx: Context) -> Built:
-    """ONNX Runtime's best int8 variant from notebook 04 (``onnx_route``'s recommended recipe)."""
+    """ONNX Runtime's best int8 variant from notebook 04 (``onnx_route.best_int8``: fused attention, dynamic
+    QInt8 per-channel weights)."""
     onnx_route = _onnx_route()
     recipe = getattr(onnx_route, "best_int8", None)
     if recipe is None:

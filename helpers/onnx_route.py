@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -378,13 +379,50 @@ def optimize_bert(path: str | os.PathLike, out_path: str | os.PathLike, num_head
         return out_path, _read_meta(out_path)["stats"]
     if hidden_size % num_heads:
         raise OnnxRouteError(f"hidden_size {hidden_size} is not a multiple of num_heads {num_heads}")
-    optimized = optimize_model(str(path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
-                               opt_level=0, use_gpu=False)
+    with _attention_debug() as misses:
+        optimized = optimize_model(str(path), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
+                                   opt_level=0, use_gpu=False)
     stats = {k: int(v) for k, v in optimized.get_fused_operator_statistics().items()}
     with _staged(out_path) as tmp:
         optimized.save_model_to_file(str(tmp))
-    _write_meta(out_path, {**meta, "stats": stats})
+    _write_meta(out_path, {**meta, "stats": stats, "attention_misses": dict(misses)})
     return out_path, stats
+
+
+@contextlib.contextmanager
+def _attention_debug():
+    """Collect the attention fusion's debug messages (why a candidate was not fused), counted by message."""
+    import collections
+    import logging
+
+    misses: collections.Counter = collections.Counter()
+
+    class _Collect(logging.Handler):
+        def emit(self, record):
+            msg = record.getMessage()
+            if msg.startswith("fuse_attention:"):
+                misses[msg.split(" %", 1)[0]] += 1
+
+    handler = _Collect(logging.DEBUG)
+    loggers = [logging.getLogger(n) for n in ("fusion_attention", "onnxruntime.transformers.fusion_attention")]
+    saved = [(lg.level, lg.propagate) for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.DEBUG)
+        lg.propagate = False
+        lg.addHandler(handler)
+    try:
+        yield misses
+    finally:
+        for lg, (level, propagate) in zip(loggers, saved):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+
+
+def attention_fusion_misses(out_path: str | os.PathLike) -> dict[str, int]:
+    """Why the optimizer that wrote ``out_path`` left attention unfused: its debug messages with counts
+    (e.g. ``{"fuse_attention: failed to match mask path": 6}``); empty if every attention was fused."""
+    return (artifact_meta(out_path) or {}).get("attention_misses", {})
 
 
 def fusion_summary(stats: dict[str, int]) -> dict[str, int]:
@@ -567,7 +605,8 @@ def quantize_static_variant(path: str | os.PathLike, out_path: str | os.PathLike
     if reuse_key is not None and _reusable(out_path, meta):
         return out_path
     reader.rewind()
-    with _staged(out_path) as tmp, _quiet_quantizer():
+    # the histogram calibrators print progress with print(); keep it out of notebook output
+    with _staged(out_path) as tmp, _quiet_quantizer(), contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(path), str(tmp), reader, quant_format=getattr(QuantFormat, quant_format),
                         op_types_to_quantize=list(op_types) if op_types else None, per_channel=per_channel,
                         reduce_range=reduce_range, activation_type=_quant_type(activation_type),

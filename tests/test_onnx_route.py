@@ -182,6 +182,7 @@ def test_optimizer_fuses_attention_of_eager_torchscript_export(exported, tmp_pat
     out, stats = R.optimize_bert(exported, tmp_path / "opt.onnx", num_heads=4, hidden_size=32)
     fired = R.fusion_summary(stats)
     assert fired.get("Attention") == 2  # one per layer
+    assert "fuse_attention: failed to match mask path" not in R.attention_fusion_misses(out)
     assert fired.get("SkipLayerNormalization", 0) >= 2
     assert all(v > 0 for v in fired.values())
     ops = R.graph_summary(out)["ops"]
@@ -268,3 +269,10 @@ def test_best_int8_builds_the_recommended_recipe_once(tiny_model, tokenizer, tmp
     before = path.stat().st_mtime_ns
     assert R.best_int8(tiny_model, tokenizer, MAX_LEN, root=tmp_path) == path
     assert path.stat().st_mtime_ns == before  # reused, not rebuilt
+
+
+def test_optimizer_explains_unfused_attention_of_dynamo_export(tiny_model, tokenizer, tmp_path):
+    path = R.export_classifier(tiny_model, tokenizer, tmp_path / "dyn.onnx", MAX_LEN, exporter="dynamo")
+    out, stats = R.optimize_bert(path, tmp_path / "dyn.opt.onnx", num_heads=4, hidden_size=32)
+    assert stats["Attention"] == 0
+    assert R.attention_fusion_misses(out) == {"fuse_attention: failed to match mask path": 2}

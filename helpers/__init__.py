@@ -15,6 +15,8 @@ Every notebook imports this package and nothing else of the project. One module 
 - ``checks``        exercise checkers that answer "correct" or give a hint
 - ``paths``         where the build and cache directories are
 - ``text``          a word vocabulary/encoder and the Embedding -> LSTM -> Linear sentiment classifier (notebook 02)
+- ``student``       ``make student``: learner copies with solution cells stubbed (nbconvert preprocessors), zipped
+- ``run``, ``report`` ``make run``: execute every notebook, then build/index.html and build/timings.md
 """
 
 __version__ = "0.1.0"

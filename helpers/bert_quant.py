@@ -7,7 +7,6 @@
                           and per-channel weight scales
 - ``module_census``      how many modules of each type a model holds (what ``quantize_dynamic`` swapped)
 - ``size_breakdown``     bytes of the saved state_dict per part: embeddings / encoder / head
-- ``using_engine``       run a block under one quantized engine (x86, fbgemm, onednn, qnnpack)
 - ``timed_evaluate``     accuracy and per-batch latency from one pass over a split, at a fixed thread count
 
 Dynamic quantization stores int8 weights and quantizes activations on the fly, batch by batch; it touches only the
@@ -17,7 +16,6 @@ they are about half of the file.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import io
 import re
@@ -28,6 +26,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
+from . import engine as engine_mod
 from . import measure
 
 #: Parts of a ``BertForSequenceClassification`` state_dict, by key prefix.
@@ -110,7 +109,7 @@ def quantize(model: nn.Module, keep_fp32: str | Iterable[str] | None = None, emb
                      if isinstance(m, nn.Embedding)})
     if not spec:
         raise ValueError("nothing left to quantize: every Linear layer is kept in fp32 and embeddings=False")
-    with using_engine(engine):
+    with engine_mod.using(engine):
         quantized = quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
     for module in quantized.modules():
         if isinstance(module, torch.ao.nn.quantized.Embedding):
@@ -169,22 +168,6 @@ def size_breakdown(model: nn.Module, parts: dict[str, Sequence[str]] | None = No
     return sizes
 
 
-@contextlib.contextmanager
-def using_engine(engine: str | None):
-    """Run a block with ``torch.backends.quantized.engine = engine``; restore the previous engine afterwards."""
-    before = torch.backends.quantized.engine
-    if engine is not None:
-        supported = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-        if engine not in supported:
-            raise ValueError(f"quantized engine {engine!r} is not supported by this PyTorch build; "
-                             f"choose one of {supported}")
-        torch.backends.quantized.engine = engine
-    try:
-        yield torch.backends.quantized.engine
-    finally:
-        torch.backends.quantized.engine = before
-
-
 def timed_evaluate(model: nn.Module, tokenizer, split, max_len: int, batch_size: int = 32, threads: int | None = 1,
                    warmup_batches: int = 1, engine: str | None = None, progress: bool = False) -> dict:
     """One pass over ``split`` that yields both the accuracy and the latency per batch.
@@ -202,7 +185,7 @@ def timed_evaluate(model: nn.Module, tokenizer, split, max_len: int, batch_size:
                          "use more examples or a smaller batch_size")
     model.eval()
     logits, times = [], []
-    with using_engine(engine), measure.num_threads(threads) as used, torch.inference_mode():
+    with engine_mod.using(engine), measure.num_threads(threads) as used, torch.inference_mode():
         starts = range(0, len(split), batch_size)
         for i, start in enumerate(tqdm(starts, desc="evaluate", disable=not progress, leave=False)):
             batch = encode(tokenizer, split.texts[start:start + batch_size], max_len)

@@ -11,6 +11,7 @@ platform (Apple silicon and some ARM builds start with ``none``). The fix is to 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from dataclasses import dataclass
@@ -90,6 +91,25 @@ def select_engine(override: str | None = None, verbose: bool = False) -> EngineC
     if verbose:
         print(choice)
     return choice
+
+
+@contextlib.contextmanager
+def using(engine: str | None):
+    """Run a block with ``torch.backends.quantized.engine = engine``; restore the previous engine afterwards.
+
+    ``None`` leaves the engine as it is. An engine this build does not support raises ``ValueError`` naming the
+    ones it does. Quantize and run under the same engine: packed int8 weights belong to the engine that packed them.
+    """
+    before = torch.backends.quantized.engine
+    if engine is not None:
+        usable = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+        if engine not in usable:
+            raise ValueError(f"quantized engine {engine!r} is not supported by this PyTorch build; choose one of {usable}")
+        torch.backends.quantized.engine = engine
+    try:
+        yield torch.backends.quantized.engine
+    finally:
+        torch.backends.quantized.engine = before
 
 
 def cpu_features(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, bool | str]:

@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import torch
 
 from . import deprecations, measure
+from . import engine as engine_mod
 from .paths import cache_dir
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -118,30 +119,16 @@ def build_bf16(ctx: Context) -> Built:
 
 # --- torch.ao eager dynamic int8 --------------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def quantized_engine(name: str):
-    """Run a block with ``torch.backends.quantized.engine = name``; restore the previous engine afterwards."""
-    supported = torch.backends.quantized.supported_engines
-    if name not in supported:
-        raise RouteUnavailable(f"quantized engine {name!r} is not in this build's supported engines {supported}")
-    before = torch.backends.quantized.engine
-    torch.backends.quantized.engine = name
-    try:
-        yield
-    finally:
-        torch.backends.quantized.engine = before
-
-
 def dynamic_int8_builder(engine: str) -> Callable[[Context], Built]:
     @_timed
     def build(ctx: Context) -> Built:
         deprecations.silence_known()
-        with quantized_engine(engine):
+        with engine_mod.using(engine):
             model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(ctx.model).eval(), {torch.nn.Linear},
                                                            dtype=torch.qint8)
 
         def forward(batch):
-            with quantized_engine(engine):
+            with engine_mod.using(engine):
                 return _logits(model(**batch))
 
         return Built(forward, measure.state_dict_bytes(model), notes=f"engine {engine}")

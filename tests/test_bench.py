@@ -74,16 +74,6 @@ def test_select_adds_fp32_keeps_order_and_rejects_unknown():
         routes.select(["nope"])
 
 
-def test_quantized_engine_context_restores_and_rejects_unknown():
-    before = torch.backends.quantized.engine
-    with routes.quantized_engine("qnnpack"):
-        assert torch.backends.quantized.engine == "qnnpack"
-    assert torch.backends.quantized.engine == before
-    with pytest.raises(routes.RouteUnavailable, match="not in this build's supported engines"):
-        with routes.quantized_engine("no-such-engine"):
-            pass
-
-
 def test_eager_routes_keep_logits_close_and_shrink(ctx):
     batch = ctx.encode(TEXTS, 16)
     ref = routes.build_fp32(ctx)

@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from helpers import bert_quant, data, deprecations, measure
+from helpers import engine as engine_mod
 
 deprecations.silence_known()
 DQLinear = torch.ao.nn.quantized.dynamic.Linear
@@ -124,17 +125,17 @@ def test_size_breakdown_unknown_parts(tiny):
 @pytest.mark.parametrize("engine", [e for e in torch.backends.quantized.supported_engines if e != "none"])
 def test_using_engine_restores_and_quantizes(tiny, engine):
     before = torch.backends.quantized.engine
-    with bert_quant.using_engine(engine) as active:
+    with engine_mod.using(engine) as active:
         assert active == engine == torch.backends.quantized.engine
     assert torch.backends.quantized.engine == before
     q = bert_quant.quantize(tiny, engine=engine)
-    with bert_quant.using_engine(engine), torch.inference_mode():
+    with engine_mod.using(engine), torch.inference_mode():
         assert q(input_ids=torch.randint(1, 4000, (2, 8))).logits.shape == (2, 2)
 
 
 def test_using_engine_unknown():
     with pytest.raises(ValueError, match="not supported by this PyTorch build; choose one of"):
-        with bert_quant.using_engine("tpu"):
+        with engine_mod.using("tpu"):
             pass
 
 

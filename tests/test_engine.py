@@ -71,3 +71,16 @@ def test_cpu_features_keys():
     feats = engine.cpu_features()
     for key in ("avx2", "avx512_vnni", "amx_int8", "machine", "torch_cpu_capability"):
         assert key in feats
+
+
+def test_using_restores_and_rejects_unknown():
+    before = torch.backends.quantized.engine
+    with engine.using("qnnpack") as active:
+        assert active == torch.backends.quantized.engine == "qnnpack"
+    assert torch.backends.quantized.engine == before
+    with engine.using(None) as active:
+        assert active == before
+    with pytest.raises(ValueError, match="'tpu' is not supported by this PyTorch build; choose one of"):
+        with engine.using("tpu"):
+            pass
+    assert torch.backends.quantized.engine == before

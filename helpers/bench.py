@@ -48,17 +48,10 @@ class Point:
         return f"b{self.batch} s{self.seq} t{self.threads}"
 
 
-def all_threads() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def grid(quick: bool, threads: int | None = None) -> list[Point]:
     """The grid. Full: batch {1, 32} x seq {64, 128} x threads {1, all}. Quick: the target point (b32 s128 t1)
     and batch 1 at 1 and all threads (the cheap half of the thread-scaling picture)."""
-    n = threads or all_threads()
+    n = threads or measure.available_threads()
     thread_counts = sorted({1, n})
     if quick:
         points = [Point(32, 128, 1)] + [Point(1, 128, t) for t in thread_counts]
@@ -81,7 +74,7 @@ def environment() -> dict:
     """What the numbers depend on: versions, CPU features, thread settings, quantized engine."""
     return {"versions": versions(), "cpu": engine.cpu_features(),
             "threads": {"torch_intra_op": torch.get_num_threads(), "torch_inter_op": torch.get_num_interop_threads(),
-                        "available_cpus": all_threads(), "cpu_count": os.cpu_count(),
+                        "available_cpus": measure.available_threads(), "cpu_count": os.cpu_count(),
                         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
             "quantized_engine": torch.backends.quantized.engine, "platform": platform.platform()}
 

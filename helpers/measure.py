@@ -68,6 +68,14 @@ def mb(n_bytes: int | float) -> float:
 
 # --- time -----------------------------------------------------------------------------------------------------
 
+def available_threads() -> int:
+    """CPUs this process may run on: the "all threads" setting of every timing table."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
 @contextlib.contextmanager
 def num_threads(n: int | None):
     """Run a block with ``torch.set_num_threads(n)``; restore the previous count afterwards. ``None``: unchanged."""

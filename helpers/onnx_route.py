@@ -255,20 +255,12 @@ def consumers_of_first(path: str | os.PathLike, op_type: str = "Softmax") -> lis
 
 # --- sessions and inference -----------------------------------------------------------------------------------
 
-def available_threads() -> int:
-    """CPUs this process may run on (the "all threads" setting)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
 def make_session(path: str | os.PathLike, threads: int | None = None, opt_level: str = "all",
                  inter_op_threads: int = 1, optimized_model_path: str | os.PathLike | None = None):
     """An ``onnxruntime.InferenceSession`` on the CPU with explicit ``SessionOptions``.
 
     - ``threads``: ``intra_op_num_threads`` (the threads one operator uses); ``None`` means every CPU this
-      process may use (``available_threads()``), never ORT's implicit default.
+      process may use (``measure.available_threads()``), never ORT's implicit default.
     - ``opt_level``: ``graph_optimization_level``, one of ``OPT_LEVELS`` (``"all"`` adds layout and CPU-specific
       fusions on top of ``"extended"``).
     - ``inter_op_threads`` with sequential execution: operators run one after another.
@@ -281,9 +273,9 @@ def make_session(path: str | os.PathLike, threads: int | None = None, opt_level:
     measure.onnx_files(path)  # clear errors for a missing or unreadable file, before ORT's terse ones
     if opt_level not in OPT_LEVELS:
         raise OnnxRouteError(f"opt_level must be one of {OPT_LEVELS}, got {opt_level!r}")
-    threads = available_threads() if threads is None else threads
+    threads = measure.available_threads() if threads is None else threads
     if threads < 1:
-        raise OnnxRouteError(f"threads must be >= 1 (or None for all {available_threads()} CPUs), got {threads}")
+        raise OnnxRouteError(f"threads must be >= 1 (or None for all {measure.available_threads()} CPUs), got {threads}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = inter_op_threads

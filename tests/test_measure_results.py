@@ -66,6 +66,13 @@ def test_latency_restores_thread_count():
     assert torch.get_num_threads() == before
 
 
+def test_available_threads():
+    import os
+
+    n = measure.available_threads()
+    assert 1 <= n <= (os.cpu_count() or 1)
+
+
 def test_latency_bad_runs():
     with pytest.raises(ValueError, match="runs >= 1"):
         measure.latency(lambda: None, runs=0)

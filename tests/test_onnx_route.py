@@ -145,7 +145,7 @@ def test_session_options_are_explicit(exported):
 
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert opts.inter_op_num_threads == 1
-    assert R.session_threads(R.make_session(exported)) == R.available_threads()
+    assert R.session_threads(R.make_session(exported)) == measure.available_threads()
     with pytest.raises(R.OnnxRouteError, match="opt_level must be one of"):
         R.make_session(exported, opt_level="max")
     with pytest.raises(R.OnnxRouteError, match="threads must be >= 1"):

@@ -15,6 +15,8 @@ def _fmt(value, digits: int) -> str:
     if isinstance(value, float):
         if value != value:  # nan
             return "–"
+        if value != 0 and abs(value) < 0.5 * 10 ** -digits:  # would print as 0.000: keep significant digits
+            return f"{value:.{max(digits, 2)}g}"
         return f"{value:.{digits}f}" if abs(value) < 1e6 else f"{value:.3g}"
     if value is None:
         return "–"

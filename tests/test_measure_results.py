@@ -118,6 +118,8 @@ def test_tables():
     assert "<td>90.1</td>" in tables.to_html(rows, digits=1)
     with pytest.raises(ValueError, match="no rows"):
         tables.to_markdown([])
+    tiny = tables.to_markdown([{"mse": 3.054e-6, "zero": 0.0, "small": 0.0123}], digits=3)
+    assert tiny.splitlines()[-1] == "| 3.05e-06 | 0.000 | 0.012 |"
 
 
 def test_report_index(build_tmp):

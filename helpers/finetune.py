@@ -27,6 +27,7 @@ import torch
 from . import data as data_mod
 from . import models
 from .paths import cache_dir as default_cache_dir
+from .paths import sha256_file
 
 CACHE_FORMAT = 1
 WEIGHTS_FILE = "weights.pt"
@@ -140,14 +141,6 @@ def train(config: FinetuneConfig, progress: bool = True):
 
 # --- cache ----------------------------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def entry_dir(config: FinetuneConfig, cache_dir: Path | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"classifier-{config.key()}"
 
@@ -159,7 +152,7 @@ def _load_entry(entry: Path, config: FinetuneConfig):
         return None
     try:
         meta = json.loads(meta_path.read_text())
-        if meta.get("key") != config.key() or meta.get("sha256") != _sha256(weights):
+        if meta.get("key") != config.key() or meta.get("sha256") != sha256_file(weights):
             return None
         state = torch.load(weights, weights_only=True, map_location="cpu")
         model = models.load_classifier(num_labels=2)
@@ -175,7 +168,7 @@ def _write_entry(entry: Path, model, config: FinetuneConfig, history: list, seco
     tmp.mkdir(parents=True)
     torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
     meta = {"key": config.key(), "config": dataclasses.asdict(config), "history": history,
-            "train_seconds": round(seconds, 1), "torch": torch.__version__, "sha256": _sha256(tmp / WEIGHTS_FILE)}
+            "train_seconds": round(seconds, 1), "torch": torch.__version__, "sha256": sha256_file(tmp / WEIGHTS_FILE)}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
     shutil.rmtree(entry, ignore_errors=True)  # an incomplete or corrupt entry
     os.replace(tmp, entry)

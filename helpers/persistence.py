@@ -25,7 +25,6 @@ silently re-initialised.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import pickle
@@ -38,7 +37,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .paths import atomic_write
+from .paths import atomic_write, sha256_file
 
 FORMAT = "int8-course/quantized-state-dict"
 FORMAT_VERSION = 1
@@ -215,14 +214,6 @@ def _shapes(value):
 
 
 # --- files ----------------------------------------------------------------------------------------------------
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 @contextlib.contextmanager
 def quiet_typed_storage():

@@ -101,6 +101,16 @@ def test_record_rejects_paths():
         results.record("../evil", "x", 1)
 
 
+def test_sha256_file(tmp_path):
+    import hashlib
+
+    from helpers.paths import sha256_file
+
+    blob = bytes(range(256)) * 5000  # > 1 MiB: more than one chunk
+    (tmp_path / "f.bin").write_bytes(blob)
+    assert sha256_file(tmp_path / "f.bin") == hashlib.sha256(blob).hexdigest()
+
+
 def test_atomic_write_leaves_nothing_on_error(tmp_path):
     target = tmp_path / "f.txt"
     with pytest.raises(RuntimeError):

@@ -63,9 +63,11 @@ def config_for(smoke: bool) -> FinetuneConfig:
 
 # --- inference ------------------------------------------------------------------------------------------------
 
-def encode(tokenizer, texts: list[str], max_len: int) -> dict[str, torch.Tensor]:
-    """Token ids and attention mask, padded and truncated to ``max_len``."""
-    return dict(tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len, return_tensors="pt"))
+def encode(tokenizer, texts: list[str], max_len: int, return_tensors: str = "pt") -> dict:
+    """Token ids and attention mask, padded and truncated to ``max_len`` (torch tensors, or numpy arrays with
+    ``return_tensors="np"`` for ONNX Runtime). Every sequence has the same length, so every batch costs the same."""
+    return dict(tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len,
+                          return_tensors=return_tensors))
 
 
 @torch.inference_mode()

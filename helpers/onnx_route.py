@@ -43,7 +43,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from . import measure
+from . import finetune, measure
 from .paths import atomic_write, cache_dir
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -198,8 +198,7 @@ def export_classifier(model: torch.nn.Module, tokenizer, path: str | os.PathLike
         return path
 
     model = model.eval()
-    sample = tokenizer(["an example sentence"] * sample_batch, padding="max_length", truncation=True,
-                       max_length=max_len, return_tensors="pt")
+    sample = finetune.encode(tokenizer, ["an example sentence"] * sample_batch, max_len)
     args = tuple(sample[n] for n in names)
     wrapped = _LogitsOnly(model).eval()
     with _attention(model, attn_implementation), torch.no_grad(), _staged(path) as tmp:
@@ -302,7 +301,7 @@ def session_threads(session) -> int:
 def make_feeds(session, tokenizer, texts: Sequence[str], max_len: int) -> dict[str, np.ndarray]:
     """Tokenize ``texts`` (padded to ``max_len``) into the int64 arrays ``session`` takes, keyed by its input names."""
     wanted = [i.name for i in session.get_inputs()]
-    enc = tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len, return_tensors="np")
+    enc = finetune.encode(tokenizer, texts, max_len, return_tensors="np")
     missing = [n for n in wanted if n not in enc]
     if missing:
         raise OnnxRouteError(f"the model wants inputs {missing} that the tokenizer does not make ({list(enc)})")
@@ -341,8 +340,6 @@ def evaluate(session, tokenizer, split, max_len: int, batch_size: int = 64, refe
 def check_equivalence(model: torch.nn.Module, session, tokenizer, texts: Sequence[str], max_len: int,
                       batch_size: int = 32) -> dict:
     """ORT logits against PyTorch logits on the same texts: max abs diff, agreement of argmax, and the count."""
-    from . import finetune
-
     ref = finetune.predict_logits(model, tokenizer, list(texts), max_len, batch_size)
     got = run_logits(session, tokenizer, texts, max_len, batch_size)
     return {"n": len(ref), "max_abs_diff": measure.max_abs_diff(ref, got),
@@ -571,7 +568,7 @@ class CalibrationReader(_CalibrationDataReader):
         if batch_size < 1:
             raise OnnxRouteError(f"batch_size must be >= 1, got {batch_size}")
         names = tuple(input_names or model_input_names(tokenizer))
-        enc = tokenizer(texts, padding="max_length", truncation=True, max_length=max_len, return_tensors="np")
+        enc = finetune.encode(tokenizer, texts, max_len, return_tensors="np")
         missing = [n for n in names if n not in enc]
         if missing:
             raise OnnxRouteError(f"the tokenizer does not make inputs {missing}")

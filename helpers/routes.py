@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import deprecations, measure
+from . import deprecations, finetune, measure
 from . import engine as engine_mod
 from .paths import cache_dir
 
@@ -54,7 +54,7 @@ class Context:
     workdir: Path | None = None
 
     def encode(self, texts: Sequence[str], seq: int) -> dict[str, torch.Tensor]:
-        enc = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=seq, return_tensors="pt")
+        enc = finetune.encode(self.tokenizer, texts, seq)
         return {k: enc[k] for k in INPUTS if k in enc}
 
 

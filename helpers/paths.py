@@ -24,6 +24,14 @@ def notebooks_dir() -> Path:
     return PROJECT_ROOT / "notebooks"
 
 
+def course_notebooks(prefixes=None, source_dir: Path | None = None) -> list[Path]:
+    """The course notebooks ``NN_*.ipynb`` in order; only those whose name starts with one of ``prefixes``, if given."""
+    notebooks = sorted(Path(source_dir or notebooks_dir()).glob("[0-9][0-9]_*.ipynb"))
+    if prefixes:
+        notebooks = [nb for nb in notebooks if nb.name.startswith(tuple(prefixes))]
+    return notebooks
+
+
 class atomic_write:
     """Write a file atomically: yield a temporary path beside ``path``; rename it over ``path`` on success.
 

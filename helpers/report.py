@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from . import tables
-from .paths import atomic_write, build_dir, notebooks_dir
+from .paths import atomic_write, build_dir, course_notebooks, notebooks_dir
 
 MODES = ("smoke", "full")
 
@@ -108,7 +108,7 @@ def load_timings() -> dict:
 
 def known_notebooks() -> list[str]:
     """Every course notebook (source files) plus any with results, in order."""
-    stems = {p.stem for p in notebooks_dir().glob("[0-9][0-9]_*.ipynb")}
+    stems = {p.stem for p in course_notebooks()}
     stems |= {p.stem for p in (build_dir() / "results").glob("[0-9]*.json")}
     return sorted(stems)
 

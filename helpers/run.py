@@ -14,14 +14,7 @@ import time
 from pathlib import Path
 
 from . import report, tables
-from .paths import atomic_write, build_dir, notebooks_dir
-
-
-def course_notebooks(prefixes: list[str] | None = None) -> list[Path]:
-    notebooks = sorted(notebooks_dir().glob("[0-9][0-9]*.ipynb"))
-    if prefixes:
-        notebooks = [nb for nb in notebooks if nb.name.startswith(tuple(prefixes))]
-    return notebooks
+from .paths import atomic_write, build_dir, course_notebooks, notebooks_dir
 
 
 def execute(notebook: Path, out_dir: Path, full: bool, kernel: str | None) -> float:

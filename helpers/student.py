@@ -31,7 +31,7 @@ import nbformat
 from nbconvert.exporters import NotebookExporter
 from nbconvert.preprocessors import ClearOutputPreprocessor, Preprocessor, TagRemovePreprocessor
 
-from .paths import atomic_write, build_dir, notebooks_dir
+from .paths import atomic_write, build_dir, course_notebooks, notebooks_dir
 
 SOLUTION_TAG = "solution"
 EXERCISE_TAG = "exercise"
@@ -206,13 +206,6 @@ def write_zip(files: list[Path], target: Path) -> Path:
                 info.external_attr = 0o644 << 16
                 zf.writestr(info, data)
     return target
-
-
-def course_notebooks(prefixes: list[str] | None = None, source_dir: Path | None = None) -> list[Path]:
-    notebooks = sorted((source_dir or notebooks_dir()).glob("[0-9][0-9]_*.ipynb"))
-    if prefixes:
-        notebooks = [nb for nb in notebooks if nb.name.startswith(tuple(prefixes))]
-    return notebooks
 
 
 def build_student(notebooks: list[Path], out_dir: Path | None = None) -> tuple[list[Path], Path]:

@@ -101,6 +101,16 @@ def test_record_rejects_paths():
         results.record("../evil", "x", 1)
 
 
+def test_course_notebooks(tmp_path):
+    from helpers.paths import course_notebooks
+
+    for name in ("02_b.ipynb", "01_a.ipynb", "scratch.ipynb", "1_x.ipynb", "03_c.txt"):
+        (tmp_path / name).write_text("{}")
+    assert [p.name for p in course_notebooks(source_dir=tmp_path)] == ["01_a.ipynb", "02_b.ipynb"]
+    assert [p.name for p in course_notebooks(["02"], source_dir=tmp_path)] == ["02_b.ipynb"]
+    assert [p.name for p in course_notebooks()][:1] == ["01_int8_scaling.ipynb"]
+
+
 def test_sha256_file(tmp_path):
     import hashlib
 

@@ -62,8 +62,8 @@ def test_registry_names_order_and_kinds():
     assert names[0] == "fp32" and len(names) == len(set(names))
     assert {"bf16", "dynamic-int8-x86", "dynamic-int8-qnnpack", "torchao-da8w8", "torchao-w8-compile",
             "pt2e-x86-static", "ort-fp32", "ort-int8"} <= set(names)
-    assert {n for n, r in reg.items() if r.compiled} == {"torchao-da8w8-compile", "torchao-w8-compile",
-                                                          "pt2e-x86-static"}
+    assert {n for n, r in reg.items() if r.compiled} == {"torchao-da8w8-compile", "torchao-da8w8-emb8-compile",
+                                                          "torchao-w8-compile", "pt2e-x86-static"}
     assert reg["dynamic-int8-x86"].is_int8 and not reg["bf16"].is_int8
 
 
@@ -87,6 +87,23 @@ def test_eager_routes_keep_logits_close_and_shrink(ctx):
             assert (got - want).abs().max().item() < 0.1
             assert built.size_bytes < max_size_ratio * ref.size_bytes
             assert built.build_seconds > 0
+
+
+def test_torchao_int8_embeddings_shrink_the_tables_and_keep_logits_close(ctx):
+    batch = ctx.encode(TEXTS, 16)
+    ref = routes.build_fp32(ctx)
+    linear_only = routes.torchao_builder("Int8DynamicActivationInt8WeightConfig", compiled=False)(ctx)
+    with_tables = routes.torchao_builder("Int8DynamicActivationInt8WeightConfig", compiled=False,
+                                         int8_embeddings=True)(ctx)
+    with torch.inference_mode():
+        want = ref.forward(batch)
+        got = with_tables.forward(batch)
+    assert got.shape == want.shape and (got - want).abs().max().item() < 0.1
+    # the tiny model is almost all embedding table: only int8 tables bring the file near a quarter of fp32
+    assert linear_only.size_bytes > 0.9 * ref.size_bytes
+    assert with_tables.size_bytes < 0.30 * ref.size_bytes
+    assert "int8 embeddings" in with_tables.notes
+    assert routes.is_embedding(torch.nn.Embedding(4, 2)) and not routes.is_embedding(torch.nn.Linear(2, 2))
 
 
 # --- failures are data ------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ A *route* turns the fp32 classifier into something that maps a tokenized batch t
 | ``torchao-da8w8-emb8-compile`` | the same, plus ``Int8WeightOnlyConfig`` on the embedding tables (per row), compiled |
 | ``torchao-w8[-compile]`` | ``torchao.quantize_(Int8WeightOnlyConfig())``, eager / compiled                 |
 | ``pt2e-x86-static``      | ``torch.export`` + ``X86InductorQuantizer`` (static int8) + ``torch.compile``   |
-| ``ort-fp32`` / ``ort-int8`` | ONNX Runtime, through ``helpers.onnx_route`` (notebook 04)                   |
+| ``ort-fp32`` / ``ort-int8[-dynamic]`` | ONNX Runtime, through ``helpers.onnx_route`` (notebook 04)       |
 
 Each builder returns a ``Built``: ``forward(batch) -> logits`` (a float tensor), the bytes the route's model takes
 on disk, and how long building took. Compiled routes compile on their first call; the bench times that call
@@ -272,17 +272,21 @@ def build_ort_fp32(ctx: Context) -> Built:
     return Built(forward, measure.size_on_disk(optimized), keep=[sessions], notes=optimized.name)
 
 
-@_timed
-def build_ort_int8(ctx: Context) -> Built:
-    """ONNX Runtime's best int8 variant from notebook 04 (``onnx_route.best_int8``: fused attention, dynamic
-    QInt8 per-channel weights)."""
-    onnx_route = _onnx_route()
-    recipe = getattr(onnx_route, "best_int8", None)
-    if recipe is None:
-        raise RouteUnavailable("onnx_route helpers not available: helpers.onnx_route has no best_int8 recipe yet")
-    path = Path(recipe(ctx.model, ctx.tokenizer, ctx.max_len))
-    forward, sessions = _ort_forward(onnx_route, path)
-    return Built(forward, measure.size_on_disk(path), keep=[sessions], notes=path.name)
+def ort_int8_builder(recipe_name: str) -> Callable[[Context], Built]:
+    """An ORT int8 route from one of ``helpers.onnx_route``'s recipes, by name: ``BEST_INT8_RECIPE`` (notebook
+    04's pick: block-wise feed-forward layers, the rest dynamic) or ``DYNAMIC_INT8_RECIPE`` (plain
+    ``quantize_dynamic``, one activation scale per batch)."""
+    @_timed
+    def build(ctx: Context) -> Built:
+        onnx_route = _onnx_route()
+        recipe = getattr(onnx_route, recipe_name, None)
+        if recipe is None:
+            raise RouteUnavailable(f"helpers.onnx_route has no {recipe_name}")
+        path = Path(onnx_route.build_recipe(recipe, ctx.model, ctx.tokenizer, ctx.max_len))
+        forward, sessions = _ort_forward(onnx_route, path)
+        return Built(forward, measure.size_on_disk(path), keep=[sessions], notes=path.name)
+    build.__doc__ = f"ONNX Runtime int8 from onnx_route.{recipe_name} on the fused graph."
+    return build
 
 
 # --- the registry -----------------------------------------------------------------------------------------------
@@ -312,7 +316,10 @@ def all_routes() -> list[Route]:
         Route("pt2e-x86-static", "pt2e", "int8 static", True, pt2e_builder(),
               "torch.export + X86InductorQuantizer (Linear layers) + torch.compile"),
         Route("ort-fp32", "onnxruntime", "fp32", False, build_ort_fp32, "ONNX Runtime fp32, fused attention"),
-        Route("ort-int8", "onnxruntime", "int8 dynamic", False, build_ort_int8, "ONNX Runtime best int8 (notebook 04)"),
+        Route("ort-int8", "onnxruntime", "int8 dynamic", False, ort_int8_builder("BEST_INT8_RECIPE"),
+              "ONNX Runtime int8, notebook 04's recipe (block-wise feed-forward, rest dynamic)"),
+        Route("ort-int8-dynamic", "onnxruntime", "int8 dynamic", False, ort_int8_builder("DYNAMIC_INT8_RECIPE"),
+              "ONNX Runtime quantize_dynamic (one activation scale per batch)"),
     ]
 
 

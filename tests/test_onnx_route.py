@@ -227,6 +227,49 @@ def test_dynamic_quantization_variants(preprocessed, tmp_path, tokenizer, weight
         R.quantize_dynamic_variant(preprocessed, tmp_path / "x.onnx", "int4")
 
 
+@pytest.mark.parametrize("layers, blockwise, integer", [("all", 6, 0), ("ffn", 4, 2)])
+def test_blockwise_variant_quantizes_the_chosen_matmuls(preprocessed, tmp_path, tokenizer, layers, blockwise, integer):
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    out = R.quantize_blockwise_variant(preprocessed, tmp_path / "bw.onnx", layers=layers, block_size=16)
+    assert (list(root.handlers), root.level) == (handlers, level)  # the quantizer's basicConfig was undone
+    ops = R.graph_summary(out)["ops"]
+    # 2 layers, each with two feed-forward MatMuls and one attention output MatMul: "all" makes all six
+    # block-wise, "ffn" four, and quantize_dynamic turns the other two into MatMulInteger
+    assert "MatMul" not in ops
+    assert ops.get("MatMulNBits", 0) == blockwise
+    assert ops.get("MatMulInteger", 0) >= integer
+    assert ops.get("QAttention") == 2 and ops.get("QEmbedLayerNormalization") == 1
+    assert sorted(p.name for p in out.parent.iterdir()) == ["bw.onnx", "bw.onnx.json"]  # no stage files left
+    assert measure.size_on_disk(out) < 0.5 * measure.size_on_disk(preprocessed)
+    fp32 = R.run_logits(R.make_session(preprocessed, threads=1), tokenizer, TEXTS, MAX_LEN)
+    int8 = R.run_logits(R.make_session(out, threads=1), tokenizer, TEXTS, MAX_LEN)
+    assert measure.max_abs_diff(fp32, int8) < 0.25 * fp32.abs().max().item()
+    assert (R.artifact_meta(out)["block_size"], R.artifact_meta(out)["layers"]) == (16, layers)
+    before = out.stat().st_mtime_ns
+    assert R.quantize_blockwise_variant(preprocessed, out, layers=layers, block_size=16) == out
+    assert out.stat().st_mtime_ns == before  # reused, not rebuilt
+    with pytest.raises(R.OnnxRouteError, match="block_size must be one of"):
+        R.quantize_blockwise_variant(preprocessed, tmp_path / "x.onnx", block_size=24)
+    with pytest.raises(R.OnnxRouteError, match="layers must be one of"):
+        R.quantize_blockwise_variant(preprocessed, tmp_path / "x.onnx", layers="attention")
+
+
+def test_ffn_matmuls_are_told_apart_from_attention():
+    assert R.is_ffn_matmul("/model/bert/encoder/layer.0/intermediate/dense/MatMul")
+    assert R.is_ffn_matmul("/model/bert/encoder/layer.5/output/dense/MatMul")
+    assert not R.is_ffn_matmul("/model/bert/encoder/layer.5/attention/output/dense/MatMul")
+    assert not R.is_ffn_matmul("/model/classifier/Gemm")
+
+
+def test_blockwise_variant_explains_a_graph_without_ffn(exported, tmp_path, monkeypatch):
+    monkeypatch.setattr(R, "is_ffn_matmul", lambda name: False)
+    with pytest.raises(R.OnnxRouteError, match="no feed-forward MatMul nodes"):
+        R.quantize_blockwise_variant(exported, tmp_path / "x.onnx", layers="ffn")
+
+
 def test_calibration_reader_yields_feeds_and_rewinds(tokenizer):
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -272,11 +315,18 @@ def test_best_int8_builds_the_recommended_recipe_once(tiny_model, tokenizer, tmp
         path = R.best_int8(tiny_model, tokenizer, MAX_LEN, root=tmp_path)
     assert path.parent == R.artifact_dir(tiny_model, MAX_LEN, root=tmp_path)
     meta = R.artifact_meta(path)
-    assert all(meta[k] == v for k, v in R.BEST_INT8_RECIPE.items() if k != "kind")
+    assert all(meta[k] == v for k, v in R.BEST_INT8_RECIPE.items())
     assert "QAttention" in R.graph_summary(path)["ops"]
     before = path.stat().st_mtime_ns
     assert R.best_int8(tiny_model, tokenizer, MAX_LEN, root=tmp_path) == path
     assert path.stat().st_mtime_ns == before  # reused, not rebuilt
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dynamic = R.build_recipe(R.DYNAMIC_INT8_RECIPE, tiny_model, tokenizer, MAX_LEN, root=tmp_path)
+    assert dynamic.parent == path.parent and dynamic != path
+    assert "MatMulNBits" not in R.graph_summary(dynamic)["ops"]
+    with pytest.raises(R.OnnxRouteError, match="recipe kind must be one of"):
+        R.build_recipe({"kind": "static"}, tiny_model, tokenizer, MAX_LEN, root=tmp_path)
 
 
 def test_optimizer_explains_unfused_attention_of_dynamo_export(tiny_model, tokenizer, tmp_path):

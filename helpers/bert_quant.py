@@ -8,6 +8,8 @@
 - ``module_census``      how many modules of each type a model holds (what ``quantize_dynamic`` swapped)
 - ``size_breakdown``     bytes of the saved state_dict per part: embeddings / encoder / head
 - ``timed_evaluate``     accuracy and per-batch latency from one pass over a split, at a fixed thread count
+- ``activation_peaks``   how far each Linear layer's input peaks above its typical value (what one int8 scale
+                          per tensor has to cover)
 
 Dynamic quantization stores int8 weights and quantizes activations on the fly, batch by batch; it touches only the
 module types it is asked to. Its default set, ``{nn.Linear}``, leaves the embedding tables in fp32: on a small BERT
@@ -71,6 +73,32 @@ def linear_groups(model: nn.Module) -> dict[str, list[str]]:
     groups["head"] = [n for n in names if not _BLOCK.search(n + ".")]
     groups["classifier"] = [n for n in names if n.split(".")[-1] == "classifier"]
     return {k: v for k, v in groups.items() if v}
+
+
+def activation_peaks(model: nn.Module, batch: dict[str, torch.Tensor]) -> list[dict]:
+    """For every ``nn.Linear``, on one forward pass of ``batch``: the peak of its input (``max |x|``) in units of
+    the input's standard deviation, and how many of the 127 positive int8 levels a one-standard-deviation value
+    gets when one scale covers the whole tensor (``127 / peak``), as per-tensor dynamic quantization does. Rows in
+    module order, each with the layer's group (``attention``, ``ffn``, ``head``, or ``other``)."""
+    groups = linear_groups(model)
+    group_of = {n: g for g in ("attention", "ffn", "head") for n in groups.get(g, [])}
+    peaks: dict[str, float] = {}
+
+    def hook(name):
+        def record(module, args, output):
+            x = args[0].detach().float()
+            peaks[name] = (x.abs().max() / x.std()).item()
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    try:
+        with torch.inference_mode():
+            model(**batch) if isinstance(batch, dict) else model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return [{"layer": n, "group": group_of.get(n, "other"), "peak / std": peaks[n],
+             "int8 levels per std": 127 / peaks[n]} for n in _linear_names(model) if n in peaks]
 
 
 def _resolve(model: nn.Module, keep_fp32: str | Iterable[str] | None) -> set[str]:

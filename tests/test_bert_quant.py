@@ -149,3 +149,25 @@ def test_timed_evaluate(tiny):
     assert out["latency"].runs == 3 and out["latency"].threads == 1  # 5 batches: 1 warm-up, 3 full, 1 partial
     with pytest.raises(ValueError, match="fewer than 2 full batches"):
         bert_quant.timed_evaluate(tiny, ToyTokenizer(), split.head(20), max_len=12, batch_size=16)
+
+
+def test_activation_peaks_rows_groups_and_values(tiny):
+    ids = torch.randint(1, 4000, (2, 8))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    rows = bert_quant.activation_peaks(tiny, batch)
+    assert [r["layer"] for r in rows] == bert_quant.linear_groups(tiny)["all"]
+    groups = {r["layer"]: r["group"] for r in rows}
+    assert groups["bert.encoder.layer.0.output.dense"] == "ffn"
+    assert groups["bert.encoder.layer.0.attention.output.dense"] == "attention"
+    assert groups["classifier"] == "head"
+    assert all(r["peak / std"] >= 1 and r["int8 levels per std"] == pytest.approx(127 / r["peak / std"]) for r in rows)
+    assert not tiny.bert.encoder.layer[0].output.dense._forward_hooks  # the hooks are removed again
+
+
+def test_activation_peaks_measures_an_outlier_exactly():
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    x = torch.ones(5, 4)
+    x[0, 0] = 40.0  # one outlier
+    (first, second) = bert_quant.activation_peaks(model, x)
+    assert first["group"] == "head" and first["peak / std"] == pytest.approx((40.0 / x.std()).item())
+    assert second["layer"] == "2"

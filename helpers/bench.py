@@ -446,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     deprecations.silence_import_noise()
     if args.list:
         for r in routes_mod.all_routes():
-            print(f"{r.name:24s} {r.precision:17s} {'compiled' if r.compiled else 'eager':9s} {r.description}")
+            print(f"{r.name:27s} {r.precision:17s} {'compiled' if r.compiled else 'eager':9s} {r.description}")
         return 0
     names = [n.strip() for n in args.routes.split(",") if n.strip()] if args.routes is not None else None
     if names is not None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -35,7 +34,6 @@ import torch
 
 from . import deprecations, finetune, measure
 from . import engine as engine_mod
-from .paths import cache_dir
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

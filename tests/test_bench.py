@@ -5,7 +5,6 @@ A tiny randomly initialised BertForSequenceClassification stands in for the fine
 seconds; only the tokenizer (packaged, offline) is the real one.
 """
 
-import json
 
 import pytest
 import torch

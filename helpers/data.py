@@ -28,13 +28,14 @@ class DataMissingError(FileNotFoundError):
 class Split:
     texts: list[str]
     labels: list[int]
+    name: str = ""  # "train", "validation" or "test": the evaluation protocol checks where a choice was made
 
     def __len__(self) -> int:
         return len(self.texts)
 
     def head(self, n: int) -> "Split":
         """The first ``n`` examples (the split is already shuffled, so this is a random subset)."""
-        return Split(self.texts[:n], self.labels[:n])
+        return Split(self.texts[:n], self.labels[:n], self.name)
 
 
 def rotten_tomatoes_path() -> Path:
@@ -80,5 +81,5 @@ def load_rotten_tomatoes(seed: int = 0, val_frac: float = 0.1, test_frac: float 
     splits = {}
     for name, pairs in parts.items():
         rng.shuffle(pairs)
-        splits[name] = Split([t for t, _ in pairs], [y for _, y in pairs])
+        splits[name] = Split([t for t, _ in pairs], [y for _, y in pairs], name)
     return splits

@@ -1,0 +1,256 @@
+"""The course's evaluation protocol: one way, used everywhere, to judge a quantized model against fp32.
+
+On a few hundred sentences one example is 0.2 accuracy points, so raw accuracy differences are mostly noise. The
+protocol therefore judges *fidelity*: how often the quantized model predicts what fp32 predicts.
+
+- **Agreement with fp32** on a whole split: the fraction of sentences with the same predicted class. It is
+  two-sided: whichever way the flips go, accuracy can move by at most ``1 - agreement``.
+- **Accuracy** with a 95% Wilson interval, and the fp32-vs-int8 difference tested with McNemar's exact test on the
+  discordant pairs (the sentences exactly one of the two models gets right). ``p >= 0.05``: within noise.
+- **Soft measures** beside agreement: mean KL divergence of the softmax outputs and mean |Δlogit|.
+- **One evaluation batch size and one padding rule** (``EVAL_BATCH_SIZE`` sentences per batch, every batch padded
+  to the model's ``max_len``). Dynamic int8 with one activation scale per batch (``quantize_dynamic``) scores
+  differently at other batch sizes; fixing both makes scores comparable across notebooks.
+- **Choose on validation, report on test.** ``select_on_validation`` refuses comparisons made on another split; the
+  test split is scored once, for the final table.
+- **One target rule:** agreement >= ``TARGET_AGREEMENT`` on test *and* a file at most ``TARGET_SIZE_RATIO`` x fp32's.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+#: Sentences per evaluation batch, everywhere (notebooks and ``make bench``).
+EVAL_BATCH_SIZE = 32
+#: Every evaluation batch is padded to the model's ``max_len`` (``padding="max_length"``), so batch composition
+#: never changes the shapes a model sees.
+PADDING = "max_length"
+#: The target rule: agreement with fp32 on the test split, and file size relative to fp32.
+TARGET_AGREEMENT = 0.99
+TARGET_SIZE_RATIO = 0.30
+#: Two-sided 95%.
+Z_95 = 1.959963984540054
+SIGNIFICANCE = 0.05
+VALIDATION = "validation"
+
+
+def target_rule_text() -> str:
+    """The target rule in words, built from the constants (never typed elsewhere)."""
+    return (f"agreement with fp32 >= {TARGET_AGREEMENT:.2f} on the test split and a file <= "
+            f"{TARGET_SIZE_RATIO:.2f}x fp32's")
+
+
+# --- statistics -------------------------------------------------------------------------------------------------
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval for a proportion ``successes / n`` (95% by default).
+
+    Unlike the normal approximation it stays inside [0, 1] and behaves at 0 and n successes."""
+    if n <= 0:
+        raise ValueError(f"need at least one trial for an interval, got n={n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n={n}, got {successes}")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value for ``b`` and ``c`` discordant pairs.
+
+    ``b``: fp32 right and the candidate wrong; ``c``: the reverse. Under "no difference" each discordant pair is a
+    fair coin, so the p-value is a two-sided binomial test of ``min(b, c)`` in ``b + c`` flips at 1/2."""
+    if b < 0 or c < 0:
+        raise ValueError(f"discordant counts must be >= 0, got b={b}, c={c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def max_accuracy_change(agreement: float) -> float:
+    """The most accuracy can move, up or down, when predictions agree with fp32 on a fraction ``agreement``."""
+    if not 0.0 <= agreement <= 1.0:
+        raise ValueError(f"agreement is a fraction in [0, 1], got {agreement}")
+    return 1.0 - agreement
+
+
+# --- one comparison -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Comparison:
+    """A candidate scored against fp32 on one split, with the protocol's settings recorded."""
+    split: str
+    n: int
+    batch_size: int
+    agreement: float
+    agreement_low: float
+    agreement_high: float
+    flips: int
+    kl: float
+    mean_abs_logit_diff: float
+    accuracy: float | None = None
+    accuracy_low: float | None = None
+    accuracy_high: float | None = None
+    reference_accuracy: float | None = None
+    fp32_only_right: int | None = None   # McNemar's b
+    candidate_only_right: int | None = None  # McNemar's c
+    mcnemar_p: float | None = None
+
+    @property
+    def accuracy_change(self) -> float | None:
+        if self.accuracy is None or self.reference_accuracy is None:
+            return None
+        return self.accuracy - self.reference_accuracy
+
+    @property
+    def within_noise(self) -> bool | None:
+        """True when McNemar's test cannot tell the two accuracies apart at the 5% level."""
+        return None if self.mcnemar_p is None else self.mcnemar_p >= SIGNIFICANCE
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "accuracy_change": self.accuracy_change, "within_noise": self.within_noise}
+
+    def row(self, name: str | None = None) -> dict:
+        """A table row: agreement with its interval and flips; accuracy with its interval; McNemar's p."""
+        out = {"route": name} if name is not None else {}
+        out.update({"agreement": self.agreement,
+                    "agreement 95% CI": f"{self.agreement_low:.3f}–{self.agreement_high:.3f}",
+                    "flips": f"{self.flips}/{self.n}", "KL": self.kl, "mean |Δlogit|": self.mean_abs_logit_diff})
+        if self.accuracy is not None:
+            out.update({"accuracy": self.accuracy,
+                        "accuracy 95% CI": f"{self.accuracy_low:.3f}–{self.accuracy_high:.3f}",
+                        "Δ accuracy (points)": 100 * self.accuracy_change, "McNemar p": self.mcnemar_p})
+        return out
+
+    def describe(self, name: str = "the candidate") -> str:
+        """One sentence, computed from the numbers: agreement, the bound it puts on accuracy, and whether the
+        accuracy difference is within noise."""
+        text = (f"{name} agrees with fp32 on {self.agreement:.1%} of {self.n} {self.split} sentences "
+                f"({self.flips} flipped; 95% CI {self.agreement_low:.1%}–{self.agreement_high:.1%}), so its "
+                f"accuracy can differ from fp32's by at most {100 * max_accuracy_change(self.agreement):.1f} points")
+        if self.accuracy_change is not None:
+            verdict = "within noise" if self.within_noise else "a real difference"
+            text += (f"; measured {100 * self.accuracy_change:+.1f} points, McNemar p = {self.mcnemar_p:.2g} "
+                     f"({verdict} at the 5% level)")
+        return text + "."
+
+
+def _softmax_stats(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[float, float]:
+    log_p = torch.log_softmax(reference.double(), dim=1)
+    log_q = torch.log_softmax(candidate.double(), dim=1)
+    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1).mean().item()
+    return max(0.0, kl), (reference.double() - candidate.double()).abs().mean().item()
+
+
+def compare(reference_logits: torch.Tensor, logits: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None,
+            split: str = VALIDATION, batch_size: int = EVAL_BATCH_SIZE) -> Comparison:
+    """Score ``logits`` (the candidate) against ``reference_logits`` (fp32) on the same sentences, in order.
+
+    With ``labels`` it adds accuracy with Wilson intervals and McNemar's exact test."""
+    reference_logits, logits = torch.as_tensor(reference_logits), torch.as_tensor(logits)
+    if reference_logits.shape != logits.shape or logits.dim() != 2 or len(logits) == 0:
+        raise ValueError(f"need two [n, classes] logit tensors of the same shape, got {tuple(reference_logits.shape)} "
+                         f"and {tuple(logits.shape)}; score both models on the same sentences")
+    n = len(logits)
+    ref_pred, pred = reference_logits.argmax(dim=1), logits.argmax(dim=1)
+    same = int((ref_pred == pred).sum())
+    low, high = wilson_interval(same, n)
+    kl, dlogit = _softmax_stats(reference_logits, logits)
+    fields = dict(split=split, n=n, batch_size=batch_size, agreement=same / n, agreement_low=low,
+                  agreement_high=high, flips=n - same, kl=kl, mean_abs_logit_diff=dlogit)
+    if labels is not None:
+        y = torch.as_tensor(labels)
+        if len(y) != n:
+            raise ValueError(f"{len(y)} labels for {n} predictions")
+        right, ref_right = pred == y, ref_pred == y
+        b, c = int((ref_right & ~right).sum()), int((right & ~ref_right).sum())
+        acc_low, acc_high = wilson_interval(int(right.sum()), n)
+        fields.update(accuracy=right.float().mean().item(), accuracy_low=acc_low, accuracy_high=acc_high,
+                      reference_accuracy=ref_right.float().mean().item(), fp32_only_right=b,
+                      candidate_only_right=c, mcnemar_p=mcnemar_exact(b, c))
+    return Comparison(**fields)
+
+
+def accuracy_row(logits: torch.Tensor, labels, name: str = "fp32") -> dict:
+    """The reference's own row: accuracy with its Wilson interval (fp32 agrees with itself)."""
+    right = int((torch.as_tensor(logits).argmax(dim=1) == torch.as_tensor(labels)).sum())
+    low, high = wilson_interval(right, len(labels))
+    return {"route": name, "accuracy": right / len(labels), "accuracy 95% CI": f"{low:.3f}–{high:.3f}"}
+
+
+# --- scoring a model the same way everywhere ------------------------------------------------------------------
+
+def predict_logits(model_or_forward, tokenizer, texts: Sequence[str], max_len: int,
+                   batch_size: int = EVAL_BATCH_SIZE, progress: bool = False) -> torch.Tensor:
+    """Logits for ``texts`` under the protocol: batches of ``batch_size`` in the given order, each padded to
+    ``max_len``. ``model_or_forward`` is a Hugging Face model (called with the tokenizer's tensors) or any
+    callable taking that dict of tensors and returning logits (an ONNX Runtime or OpenVINO wrapper, say)."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no texts to score")
+    if isinstance(model_or_forward, torch.nn.Module):
+        model_or_forward.eval()
+    out = []
+    with torch.inference_mode():
+        for i in tqdm(range(0, len(texts), batch_size), desc="score", disable=not progress, leave=False):
+            batch = dict(tokenizer(texts[i:i + batch_size], padding=PADDING, truncation=True, max_length=max_len,
+                                   return_tensors="pt"))
+            result = model_or_forward(**batch) if isinstance(model_or_forward, torch.nn.Module) \
+                else model_or_forward(batch)
+            logits = getattr(result, "logits", result)
+            out.append(torch.as_tensor(logits).float())
+    return torch.cat(out)
+
+
+def evaluate(model_or_forward, reference_logits: torch.Tensor, tokenizer, split, max_len: int,
+             batch_size: int = EVAL_BATCH_SIZE, progress: bool = False) -> Comparison:
+    """Score a candidate on a whole ``helpers.data.Split`` against fp32's logits on the same split."""
+    logits = predict_logits(model_or_forward, tokenizer, split.texts, max_len, batch_size, progress)
+    return compare(reference_logits, logits, split.labels, split=split.name or "unnamed", batch_size=batch_size)
+
+
+# --- choosing and judging -------------------------------------------------------------------------------------
+
+def select_on_validation(comparisons: Mapping[str, Comparison], prefer: Callable[[str], float] | None = None,
+                         min_agreement: float = TARGET_AGREEMENT) -> str:
+    """The option to pick, from comparisons made on the validation split only.
+
+    Among the options with agreement >= ``min_agreement``, the one ``prefer`` scores highest (speed, say; by default
+    the highest agreement); if none reaches ``min_agreement``, the one with the highest agreement. Raises if any
+    comparison was made on another split: choices read validation, never test."""
+    if not comparisons:
+        raise ValueError("nothing to choose from: pass at least one comparison")
+    wrong = {name: c.split for name, c in comparisons.items() if c.split != VALIDATION}
+    if wrong:
+        raise ValueError(f"choices are made on the {VALIDATION} split only, but {wrong} were scored elsewhere; "
+                         f"score the options on splits['{VALIDATION}'] and keep the test split for the final table")
+    eligible = [name for name, c in comparisons.items() if c.agreement >= min_agreement]
+    if not eligible:
+        return max(comparisons, key=lambda name: comparisons[name].agreement)
+    key = prefer or (lambda name: comparisons[name].agreement)
+    return max(eligible, key=key)
+
+
+def meets_target(comparison: Comparison, size_ratio: float | None) -> tuple[bool, str]:
+    """The course's one target rule, with the reason in words (computed, never typed)."""
+    if comparison.split == VALIDATION:
+        raise ValueError("the target is judged on the test split; this comparison was made on validation")
+    agree_ok = comparison.agreement >= TARGET_AGREEMENT
+    size_ok = size_ratio is not None and size_ratio <= TARGET_SIZE_RATIO
+    size_text = ("file size not measured" if size_ratio is None else
+                 f"file {size_ratio:.2f}x fp32 ({'<=' if size_ok else '>'} {TARGET_SIZE_RATIO:.2f}x)")
+    reason = f"agreement {comparison.agreement:.3f} ({'>=' if agree_ok else '<'} {TARGET_AGREEMENT:.2f}), {size_text}"
+    return agree_ok and size_ok, reason

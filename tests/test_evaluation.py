@@ -1,0 +1,182 @@
+import math
+
+import pytest
+import torch
+
+from helpers import data, evaluation as ev
+
+
+# --- statistics against known values ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k, n, low, high", [
+    (8, 10, 0.4902, 0.9433),     # the textbook example (Wilson 1927; Newcombe 1998, table I)
+    (0, 10, 0.0, 0.2775),        # stays inside [0, 1] where the normal approximation gives [0, 0]
+    (10, 10, 0.7225, 1.0),
+    (81, 263, 0.2553, 0.3662),   # Newcombe 1998, example (81/263)
+])
+def test_wilson_interval_known_values(k, n, low, high):
+    got = ev.wilson_interval(k, n)
+    assert got == pytest.approx((low, high), abs=1e-4)
+
+
+def test_wilson_interval_narrows_with_n_and_rejects_bad_input():
+    assert ev.wilson_interval(90, 100)[1] - ev.wilson_interval(90, 100)[0] > \
+        ev.wilson_interval(900, 1000)[1] - ev.wilson_interval(900, 1000)[0]
+    with pytest.raises(ValueError, match="at least one trial"):
+        ev.wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="between 0 and n"):
+        ev.wilson_interval(11, 10)
+
+
+def test_mcnemar_exact_on_constructed_tables():
+    # 1 vs 9 discordant pairs: p = 2 * (C(10,0) + C(10,1)) / 2^10
+    assert ev.mcnemar_exact(1, 9) == pytest.approx(2 * 11 / 1024)
+    assert ev.mcnemar_exact(9, 1) == ev.mcnemar_exact(1, 9)          # symmetric
+    assert ev.mcnemar_exact(5, 5) == 1.0                             # balanced: no evidence
+    assert ev.mcnemar_exact(0, 0) == 1.0                             # no discordant pair
+    assert ev.mcnemar_exact(0, 6) == pytest.approx(2 / 64)           # 0 of 6: 2 * 0.5^6
+    with pytest.raises(ValueError):
+        ev.mcnemar_exact(-1, 3)
+
+
+def test_mcnemar_matches_scipy_binomtest():
+    stats = pytest.importorskip("scipy.stats")
+    for b, c in [(3, 12), (20, 31), (7, 7), (0, 4)]:
+        assert ev.mcnemar_exact(b, c) == pytest.approx(stats.binomtest(min(b, c), b + c, 0.5).pvalue)
+
+
+def test_agreement_bounds_accuracy_change_both_ways():
+    assert ev.max_accuracy_change(0.99) == pytest.approx(0.01)
+    with pytest.raises(ValueError):
+        ev.max_accuracy_change(1.5)
+
+
+# --- compare --------------------------------------------------------------------------------------------------------
+
+def _logits(preds, margin=2.0):
+    out = torch.zeros(len(preds), 2)
+    out[torch.arange(len(preds)), torch.tensor(preds)] = margin
+    return out
+
+
+def test_compare_counts_flips_and_discordant_pairs():
+    labels = [1, 1, 0, 0, 1, 0, 1, 0, 1, 1]
+    fp32 = [1, 1, 0, 0, 1, 0, 1, 1, 0, 1]   # 8 right
+    int8 = [1, 0, 0, 0, 1, 0, 1, 0, 0, 0]   # flips at 1, 7, 9
+    c = ev.compare(_logits(fp32), _logits(int8), labels, split="test")
+    assert (c.n, c.flips, c.agreement) == (10, 3, 0.7)
+    assert (c.fp32_only_right, c.candidate_only_right) == (2, 1)    # idx 1, 9 lost; idx 7 gained
+    assert c.accuracy == pytest.approx(0.7) and c.reference_accuracy == pytest.approx(0.8)
+    assert c.accuracy_change == pytest.approx(-0.1)
+    assert c.mcnemar_p == pytest.approx(ev.mcnemar_exact(2, 1)) and c.within_noise
+    # every accuracy change is bounded by the disagreement, whatever the labels
+    assert abs(c.accuracy_change) <= ev.max_accuracy_change(c.agreement) + 1e-12
+    assert (c.agreement_low, c.agreement_high) == pytest.approx(ev.wilson_interval(7, 10))
+    assert "3 flipped" in c.describe("int8") and "within noise" in c.describe("int8")
+
+
+def test_compare_soft_measures():
+    ref = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+    same = ev.compare(ref, ref.clone())
+    assert same.kl == pytest.approx(0.0, abs=1e-12) and same.mean_abs_logit_diff == 0.0 and same.agreement == 1.0
+    moved = ev.compare(ref, ref + torch.tensor([[0.0, 0.5], [0.0, 0.0]]))
+    p = torch.softmax(ref[0].double(), 0)
+    q = torch.softmax(torch.tensor([2.0, 0.5]).double(), 0)
+    assert moved.kl == pytest.approx(float((p * (p / q).log()).sum()) / 2)
+    assert moved.mean_abs_logit_diff == pytest.approx(0.125)
+
+
+def test_compare_rejects_mismatched_inputs():
+    with pytest.raises(ValueError, match="same shape"):
+        ev.compare(torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="labels"):
+        ev.compare(torch.zeros(3, 2), torch.zeros(3, 2), [0, 1])
+
+
+def test_a_significant_difference_is_called_real():
+    labels = [1] * 40
+    c = ev.compare(_logits([1] * 40), _logits([0] * 12 + [1] * 28), labels, split="test")
+    assert c.mcnemar_p < 0.05 and c.within_noise is False and "a real difference" in c.describe()
+
+
+# --- the same scores at a fixed batch size; the batch dependence of per-batch dynamic int8 ---------------------
+
+TEXTS = ["a fine, warm film", "dull and long", "I loved every minute of it", "a waste of time", "not bad at all",
+         "great cast, weak script", "the best thing this year", "flat"] * 3
+
+
+def test_fixed_batch_size_gives_the_same_scores_twice(tiny_bert, course_tokenizer):
+    first = ev.predict_logits(tiny_bert, course_tokenizer, TEXTS, max_len=16)
+    second = ev.predict_logits(tiny_bert, course_tokenizer, TEXTS, max_len=16)
+    assert first.shape == (len(TEXTS), 2) and torch.equal(first, second)
+
+
+def test_per_batch_dynamic_int8_depends_on_the_batch_but_not_twice(tiny_bert, course_tokenizer):
+    from helpers import deprecations
+
+    deprecations.silence_known()
+    int8 = torch.ao.quantization.quantize_dynamic(tiny_bert, {torch.nn.Linear}, dtype=torch.qint8)
+    at = {b: ev.predict_logits(int8, course_tokenizer, TEXTS, max_len=16, batch_size=b) for b in (1, 8)}
+    assert torch.equal(at[8], ev.predict_logits(int8, course_tokenizer, TEXTS, max_len=16, batch_size=8))
+    assert not torch.equal(at[1], at[8])   # one activation scale per batch: other neighbours, other scale
+
+
+def test_predict_accepts_a_forward_callable(tiny_bert, course_tokenizer):
+    seen = []
+
+    def forward(batch):
+        seen.append(tuple(batch["input_ids"].shape))
+        return tiny_bert(**batch).logits
+
+    logits = ev.predict_logits(forward, course_tokenizer, TEXTS[:5], max_len=12, batch_size=2)
+    assert seen == [(2, 12), (2, 12), (1, 12)]   # padded to max_len, in order
+    assert torch.allclose(logits, ev.predict_logits(tiny_bert, course_tokenizer, TEXTS[:5], max_len=12))
+
+
+def test_evaluate_records_split_and_batch(tiny_bert, course_tokenizer):
+    split = data.Split(TEXTS[:6], [1, 0, 1, 0, 1, 0], "validation")
+    ref = ev.predict_logits(tiny_bert, course_tokenizer, split.texts, 16)
+    c = ev.evaluate(tiny_bert, ref, course_tokenizer, split, 16)
+    assert (c.split, c.batch_size, c.agreement, c.flips) == ("validation", ev.EVAL_BATCH_SIZE, 1.0, 0)
+    assert c.as_dict()["within_noise"] is True
+
+
+# --- choosing on validation, judging on test ------------------------------------------------------------------
+
+def _comparison(agreement, split="validation", n=100):
+    same = round(agreement * n)
+    low, high = ev.wilson_interval(same, n)
+    return ev.Comparison(split=split, n=n, batch_size=32, agreement=same / n, agreement_low=low,
+                         agreement_high=high, flips=n - same, kl=0.0, mean_abs_logit_diff=0.0)
+
+
+def test_select_on_validation_prefers_within_the_eligible():
+    options = {"slow-exact": _comparison(1.0), "fast-good": _comparison(0.99), "fastest-bad": _comparison(0.9)}
+    speed = {"slow-exact": 1.0, "fast-good": 2.0, "fastest-bad": 3.0}
+    assert ev.select_on_validation(options, prefer=speed.get) == "fast-good"
+    assert ev.select_on_validation(options) == "slow-exact"
+    assert ev.select_on_validation({"a": _comparison(0.9), "b": _comparison(0.95)}) == "b"   # none eligible
+
+
+def test_select_refuses_the_test_split():
+    with pytest.raises(ValueError, match="validation split only"):
+        ev.select_on_validation({"a": _comparison(0.99), "b": _comparison(0.995, split="test")})
+
+
+def test_real_splits_carry_their_names():
+    splits = data.load_rotten_tomatoes()
+    assert {name: s.name for name, s in splits.items()} == {n: n for n in ("train", "validation", "test")}
+    assert splits["validation"].head(5).name == "validation"
+
+
+def test_target_rule_needs_both_agreement_and_size():
+    ok, why = ev.meets_target(_comparison(0.99, "test"), 0.25)
+    assert ok and "0.25x" in why
+    assert not ev.meets_target(_comparison(0.98, "test"), 0.25)[0]
+    assert not ev.meets_target(_comparison(1.0, "test"), 0.31)[0]
+    assert not ev.meets_target(_comparison(1.0, "test"), None)[0]
+    with pytest.raises(ValueError, match="test split"):
+        ev.meets_target(_comparison(1.0, "validation"), 0.2)
+    text = ev.target_rule_text()
+    assert f"{ev.TARGET_AGREEMENT:.2f}" in text and f"{ev.TARGET_SIZE_RATIO:.2f}" in text
+    assert math.isclose(ev.TARGET_AGREEMENT, 0.99) and math.isclose(ev.TARGET_SIZE_RATIO, 0.30)

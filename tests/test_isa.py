@@ -1,0 +1,147 @@
+"""helpers.isa: child processes under ONEDNN_MAX_CPU_ISA report their timings and the ISA oneDNN really used;
+failures, timeouts and bad names raise errors that name the cause."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helpers import engine, isa
+from helpers.paths import PROJECT_ROOT
+
+SMALL = dict(shape=(128, 64, 128), runs=3, warmup=1)
+
+
+def _missing_isa(features) -> str | None:
+    """An ISA cap above what this CPU has, so oneDNN must cap it; None if the CPU has them all."""
+    if not features["avx512f"]:
+        return "AVX512_CORE"
+    if not features["avx512_vnni"]:
+        return "AVX512_CORE_VNNI"
+    if not features["amx_int8"]:
+        return "AVX512_CORE_AMX"
+    return None
+
+
+@pytest.fixture(scope="module")
+def measured():
+    """One run of the real children: DEFAULT, AVX2, an ISA this CPU lacks (if any) and, on a CPU without VNNI
+    (where DEFAULT may be AVX2 itself), AVX: a cap below the CPU that must show in the reported ISA."""
+    features = engine.cpu_features()
+    missing = _missing_isa(features)
+    extra = ((missing,) if missing else ()) + (() if features["avx512_vnni"] else ("AVX",))
+    rows = isa.isa_sensitivity(("DEFAULT", "AVX2") + extra, **SMALL)
+    return {row.isa_requested: row for row in rows}, missing
+
+
+def test_children_run_and_report(measured):
+    rows, _ = measured
+    for row in rows.values():
+        assert row.fp32_ms > 0 and row.int8_ms > 0 and row.threads == 1
+        assert row.shape == SMALL["shape"] and row.runs == SMALL["runs"]
+        assert row.speedup == pytest.approx(row.fp32_ms / row.int8_ms)
+        assert row.isa_reported and row.isa_reported.startswith("Intel")  # oneDNN's verbose "isa:" line was read
+        assert row.int8_kernel  # the int8 matmul oneDNN ran
+        assert row.as_dict()["speedup"] == pytest.approx(row.speedup)
+    assert rows["DEFAULT"].capped is None
+    if engine.cpu_features()["avx2"]:
+        assert isa.reported_isa_name(rows["AVX2"].isa_reported) == "AVX2" and rows["AVX2"].capped is False
+
+
+def test_an_isa_the_cpu_lacks_is_capped_to_what_it_has(measured):
+    rows, missing = measured
+    if missing is None:
+        pytest.skip("this CPU has AVX-512, VNNI and AMX: no ISA above it to request")
+    assert rows[missing].capped is True
+    assert rows[missing].isa_reported == rows["DEFAULT"].isa_reported
+
+
+def test_avx2_cap_differs_from_the_default_on_a_vnni_cpu(measured):
+    rows, _ = measured
+    if not engine.cpu_features()["avx512_vnni"]:
+        pytest.skip("this CPU lacks avx512_vnni, so oneDNN's default ISA may be AVX2 itself")
+    assert rows["AVX2"].isa_reported != rows["DEFAULT"].isa_reported
+    assert "DL Boost" in rows["DEFAULT"].isa_reported  # oneDNN's name for VNNI
+
+
+def test_a_cap_below_a_cpu_without_vnni_takes_effect(measured):
+    rows, _ = measured
+    if "AVX" not in rows:
+        pytest.skip("on a VNNI CPU the AVX2 row already differs from DEFAULT (the test above)")
+    if not engine.cpu_features()["avx2"]:
+        pytest.skip("this CPU lacks AVX2, so AVX may be its default")
+    assert isa.reported_isa_name(rows["AVX"].isa_reported) == "AVX" and rows["AVX"].capped is False
+    assert rows["AVX"].isa_reported != rows["DEFAULT"].isa_reported
+
+
+def test_parse_verbose_reads_the_isa_and_the_kernels():
+    text = "\n".join([
+        "onednn_verbose,v1,info,oneDNN v3.12.0 (commit 80afa71049cd69a3df32adcccb623b12cd7baa22)",
+        "onednn_verbose,v1,info,cpu,runtime:OpenMP,nthr:1",
+        "onednn_verbose,v1,info,cpu,isa:Intel AVX-512 with Intel DL Boost and bfloat16 support",
+        "onednn_verbose,v1,primitive,exec,cpu,reorder,jit:uni,undef,src:f32::blocked:ab::f0 dst:u8,,8x384,0.01",
+        "onednn_verbose,v1,primitive,exec,cpu,matmul,brg_matmul:avx512_core_vnni,undef,src:u8 wei:s8,,8x384,0.2",
+    ])
+    found, kernels = isa.parse_verbose(text)
+    assert found == "Intel AVX-512 with Intel DL Boost and bfloat16 support"
+    assert kernels == [("reorder", "jit:uni"), ("matmul", "brg_matmul:avx512_core_vnni")]
+    assert isa.parse_verbose("dnnl_verbose,info,cpu,isa:Intel AVX2\n")[0] == "Intel AVX2"  # oneDNN 1.x/2.x prefix
+    assert isa.parse_verbose("nothing from oneDNN here") == (None, [])
+
+
+def test_capped_compares_the_reported_isa_with_the_request():
+    assert isa.reported_isa_name("Intel AVX2") == "AVX2"
+    assert isa.is_capped("AVX512_CORE", "Intel AVX2") is True
+    assert isa.is_capped("AVX2", "Intel AVX2") is False
+    assert isa.is_capped("AVX10_1_512", "Intel AVX-512 with float16, Intel DL Boost and bfloat16 support") is False
+    assert isa.is_capped("DEFAULT", "Intel AVX2") is None
+    assert isa.is_capped("AVX2", "Intel Future ISA") is None
+
+
+def test_bad_isa_names_are_refused_before_any_child_starts(monkeypatch):
+    def no_child(*args, **kwargs):
+        raise AssertionError("a child was started for a request that should have been refused")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    with pytest.raises(ValueError, match=r"'AVX3' is not an ONEDNN_MAX_CPU_ISA value.*'AVX2'"):
+        isa.isa_sensitivity(("DEFAULT", "AVX3"))
+    with pytest.raises(ValueError, match="at least one"):
+        isa.isa_sensitivity(())
+    with pytest.raises(ValueError, match="three positive integers"):
+        isa.isa_sensitivity(("AVX2",), shape=(128, 64))
+    assert isa.normalize_isa(" avx512_core ") == "AVX512_CORE"
+
+
+def _fake_child(monkeypatch, code: str):
+    monkeypatch.setattr(isa, "_child_command", lambda shape, runs, warmup: [sys.executable, "-c", code])
+
+
+def test_a_failing_child_raises_with_its_stderr(monkeypatch):
+    _fake_child(monkeypatch, "import sys; print('noise'); sys.stderr.write('line 1\\nprobe exploded: no onednn\\n');"
+                             " sys.exit(3)")
+    with pytest.raises(isa.IsaProbeError, match=r"(?s)ONEDNN_MAX_CPU_ISA=AVX2 child failed with exit status 3.*"
+                                                r"probe exploded: no onednn"):
+        isa.isa_sensitivity(("AVX2",))
+
+
+def test_a_child_without_a_result_line_raises(monkeypatch):
+    _fake_child(monkeypatch, "print('oneDNN said something else')")
+    with pytest.raises(isa.IsaProbeError, match=r"(?s)printed no result line.*oneDNN said something else"):
+        isa.run_child("DEFAULT")
+
+
+def test_a_child_that_hangs_times_out(monkeypatch):
+    _fake_child(monkeypatch, "import sys, time; sys.stderr.write('started\\n'); sys.stderr.flush(); time.sleep(30)")
+    with pytest.raises(isa.IsaProbeError, match=r"did not finish within 1 s.*timeout_s"):
+        isa.run_child("AVX2", timeout_s=1)
+
+
+def test_child_environment_sets_or_clears_the_cap(monkeypatch):
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    monkeypatch.setenv("ONEDNN_VERBOSE", "1")
+    default = isa._child_env("DEFAULT")
+    assert "ONEDNN_MAX_CPU_ISA" not in default and "ONEDNN_VERBOSE" not in default
+    assert isa._child_env("AVX2")["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    assert default["OMP_NUM_THREADS"] == "1"
+    assert default["PYTHONPATH"].split(os.pathsep)[0] == str(PROJECT_ROOT)

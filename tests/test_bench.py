@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from helpers import bench, course, routes
+from helpers import bench, course, measure, routes
 from tools import bench as bench_tool
 
 
@@ -205,13 +205,13 @@ def test_load_explains_a_missing_file(tmp_path):
 
 
 def _fake_run(rows):
-    routes_ = []
-    for name, precision, ms, acc, size, compiled in rows:
-        routes_.append(bench.RouteResult(route=name, family="x", precision=precision, compiled=compiled,
-                                         description="", size_bytes=size, accuracy=acc, agreement=1.0,
-                                         first_call_s=0.1, latency=[bench.LatencyPoint(32, 128, 1, 1.0, ms, ms, ms, 1)]))
-    bench.add_ratios(routes_)
-    return bench.BenchRun("now", 1.0, {}, {}, [bench.Point(32, 128, 1)], routes_)
+    point = bench.Point(32, 128, 1)
+    results = [bench.RouteResult(route=name, family="x", precision=precision, compiled=compiled, description="",
+                                 size_bytes=size, accuracy=acc, agreement=1.0, first_call_s=0.1,
+                                 latency=[bench.LatencyPoint.measured(point, measure.summarize([ms], 1), 1.0)])
+               for name, precision, ms, acc, size, compiled in rows]
+    bench.add_ratios(results)
+    return bench.BenchRun("now", 1.0, {}, {}, [point], results)
 
 
 def test_target_met_only_with_speed_accuracy_and_size():
@@ -268,6 +268,21 @@ def test_profile_ops_names_the_quantized_kernels(ctx):
 
 
 # --- grid and CLI ---------------------------------------------------------------------------------------------
+
+def test_run_classifier_skips_compiled_routes_in_quick_mode(make_tiny_bert, course_tokenizer, monkeypatch, capsys):
+    from helpers import finetune
+
+    model = make_tiny_bert(max_position_embeddings=128)  # the quick grid runs at sequence length 128
+    monkeypatch.setattr(finetune, "get_classifier", lambda config, progress=True: (model, course_tokenizer, {}))
+    run = bench.run_classifier(quick=True, route_names=["bf16", "torchao-w8-compile"], runs=1, test_examples=8,
+                               threads=1, progress=False)
+    assert [(r.route, r.status) for r in run.routes] == [("fp32", "ok"), ("bf16", "ok"),
+                                                         ("torchao-w8-compile", "skipped")]
+    assert "torch.compile" in run.routes[2].error and run.settings["test_examples"] == 8
+    assert run.grid == bench.grid(quick=True, threads=1) and run.settings["smoke_classifier"] is True
+    assert run.target.evaluated  # the quick grid holds the target point
+    assert "threads: torch intra-op" in capsys.readouterr().out  # the environment is printed first
+
 
 def test_quick_grid_is_small_and_holds_the_target_point():
     assert bench.TARGET.point == bench.Point(32, 128, 1)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
-from .. import course, engine, evaluation, measure, routes as routes_mod
+from .. import course, data, deprecations, engine, evaluation, finetune, measure, routes as routes_mod
 from .reading import evaluate_target
 from .schema import TARGET, BenchRun, LatencyPoint, Point, RouteResult
 
@@ -63,8 +64,7 @@ def bench_route(route: routes_mod.Route, ctx: routes_mod.Context, points: Sequen
             if row.first_call_s is None:
                 row.first_call_s = first
             lat = measure.latency(lambda: built.forward(batch), runs=runs, warmup=warmup, threads=point.threads)
-            row.latency.append(LatencyPoint(point.batch, point.seq, lat.threads, first * 1e3, lat.median_ms,
-                                            lat.p10_ms, lat.p90_ms, lat.runs))
+            row.latency.append(LatencyPoint.measured(point, lat, first_call_ms=first * 1e3))
             if bar is not None:
                 bar.update(1)
         stage = "accuracy"
@@ -86,10 +86,12 @@ def add_ratios(rows: Sequence[RouteResult]) -> None:
     row (left ``None`` where fp32 or the row lacks the number)."""
     base = next((r for r in rows if r.route == "fp32" and r.ok), None)
     base_lat = {p.point: p.median_ms for p in base.latency} if base else {}
+    def speedup(p: LatencyPoint) -> float | None:
+        ref = base_lat.get(p.point)
+        return ref / p.median_ms if ref and p.median_ms > 0 else None
+
     for row in rows:
-        for p in row.latency:
-            ref = base_lat.get(p.point)
-            p.speedup = ref / p.median_ms if ref and p.median_ms > 0 else None
+        row.latency = [replace(p, speedup=speedup(p)) for p in row.latency]
         row.size_ratio = row.size_bytes / base.size_bytes if base and row.size_bytes and base.size_bytes else None
         row.accuracy_change = (row.accuracy - base.accuracy
                                if base and row.accuracy is not None and base.accuracy is not None else None)
@@ -162,8 +164,6 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
     """The bench on the shared fine-tuned classifier (``finetune.get_classifier``). ``smoke`` picks the smoke or
     full classifier (default: smoke when ``quick``). Compiled routes are skipped in quick mode unless
     ``include_compiled=True``."""
-    from . import data, deprecations, finetune
-
     smoke = quick if smoke is None else smoke
     include_compiled = (not quick) if include_compiled is None else include_compiled
     settings = settings_for(quick)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .. import evaluation, routes as routes_mod
+from .. import evaluation, measure, routes as routes_mod
 from ..paths import build_dir
 
 SCHEMA_VERSION = 1
@@ -56,31 +56,27 @@ class Target:
 TARGET = Target()
 
 
-@dataclass
-class LatencyPoint:
-    """One route at one grid point: the first call (where ``torch.compile`` compiles) and the steady state."""
+@dataclass(frozen=True, kw_only=True)
+class LatencyPoint(measure.Latency):
+    """A ``measure.Latency`` (median, p10-p90, runs, threads) at one grid point, with the first call timed apart
+    (that is where ``torch.compile`` compiles) and the speedup over fp32 eager at the same point in the same run."""
     batch: int
     seq: int
-    threads: int
     first_call_ms: float
-    median_ms: float
-    p10_ms: float
-    p90_ms: float
-    runs: int
-    speedup: float | None = None  # fp32 eager's median / this median, same grid point, same run
+    speedup: float | None = None
+
+    @classmethod
+    def measured(cls, point: Point, latency: measure.Latency, first_call_ms: float) -> LatencyPoint:
+        return cls(**asdict(latency), batch=point.batch, seq=point.seq, first_call_ms=first_call_ms)
 
     @property
     def point(self) -> Point:
         return Point(self.batch, self.seq, self.threads)
 
-    @property
-    def spread_ms(self) -> float:
-        return self.p90_ms - self.p10_ms
-
     def as_dict(self) -> dict:
-        out = asdict(self)
-        out.pop("speedup")
-        return {**out, "spread_ms": self.spread_ms, "speedup": self.speedup}
+        return {"batch": self.batch, "seq": self.seq, "threads": self.threads, "first_call_ms": self.first_call_ms,
+                "median_ms": self.median_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "runs": self.runs,
+                "spread_ms": self.spread_ms, "speedup": self.speedup}
 
 
 @dataclass
@@ -189,7 +185,6 @@ class BenchRun:
         return cls(doc["started"], doc["seconds"], doc["environment"], doc["settings"],
                    [Point(**p) for p in doc["grid"]], [RouteResult.from_dict(r) for r in doc["routes"]],
                    TargetVerdict.from_dict(doc["target"]), doc["schema"])
-
 
 
 def load(path: str | os.PathLike | None = None) -> BenchRun:

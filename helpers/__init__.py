@@ -26,6 +26,8 @@ Quantization routes
 Measuring and reporting
 - ``measure``       size on disk, latency (median and spread), accuracy and agreement
 - ``evaluation``    the evaluation protocol: agreement with fp32 (Wilson interval), McNemar, the target rule
+- ``roofline``      peak matmul throughput per precision, op counts, how close each route gets to the peak
+- ``isa``           one int8 Linear under capped instruction sets (``ONEDNN_MAX_CPU_ISA``), in child processes
 - ``results``       recording measured figures into build/results/<notebook>.json
 - ``tables``, ``plots``  showing measured rows as tables; plot defaults and ``save_fig`` for the report
 - ``checks``        exercise checkers that answer "correct" or give a hint

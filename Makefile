@@ -28,7 +28,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 	touch $(STAMP)
 
 run: setup  ## execute every notebook headless into build/ (FULL=1 for workshop settings), then build/index.html
-	$(BIN)/python -m helpers.run $(if $(FULL),--full) --kernel $(KERNEL)
+	$(BIN)/python -m tools.run $(if $(FULL),--full) --kernel $(KERNEL)
 
 test: setup  ## unit tests, then every notebook executed by nbval in smoke mode
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
@@ -39,13 +39,13 @@ lab: setup  ## open JupyterLab on the course kernel
 	$(BIN)/jupyter lab notebooks
 
 outputs: setup  ## re-execute the notebooks in place (smoke) to refresh their committed outputs; NB=01 for one
-	$(BIN)/python -m helpers.run --in-place --kernel $(KERNEL) $(NB)
+	$(BIN)/python -m tools.run --in-place --kernel $(KERNEL) $(NB)
 
 bench: setup  ## measure every inference route (notebook 06) into build/bench/; QUICK=1 for the reduced CI grid
-	$(BIN)/python -m helpers.bench $(if $(QUICK),--quick)
+	$(BIN)/python -m tools.bench $(if $(QUICK),--quick)
 
 student: setup  ## student copies in build/student/ (solutions stubbed, outputs cleared) and their zip
-	$(BIN)/python -m helpers.student
+	$(BIN)/python -m tools.student
 
 browser-test: setup  ## notebook 01 in a real JupyterLab, driven through Debian's chromium (installed if root)
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)

@@ -1,6 +1,8 @@
 """Helpers for the int8 quantization course.
 
-Every notebook imports this package and nothing else of the project. One module per concept:
+Every notebook imports this package and nothing else of the project; it holds only what notebooks use. The build
+tooling (``make run``, ``make student``, ``make bench``'s command line, the report) lives in ``tools/``, which no
+notebook and no helper imports. One module per concept:
 
 Setup and arithmetic
 - ``course``        the setup cell shared by every notebook (seed, engine, versions, CPU features, results record)
@@ -18,15 +20,17 @@ Quantization routes
 - ``bert_quant``    dynamic int8 recipes for the BERT classifier (layer groups kept fp32, int8 embeddings, size by part)
 - ``onnx_route``    export to ONNX, optimize, quantize (dynamic and static) and run with ONNX Runtime (notebook 04)
 - ``persistence``   saving and loading quantized models safely: manifest, checksums, specific errors (notebook 05)
-- ``routes``, ``bench``  every inference route side by side, ``make bench`` (notebook 06)
+- ``routes``        every inference route of notebook 06, one builder each (``Route``, the registry)
+- ``bench``         the routes measured side by side in one run, typed results and reading them (notebook 06)
 
 Measuring and reporting
 - ``measure``       size on disk, latency (median and spread), accuracy and agreement
+- ``evaluation``    the evaluation protocol: agreement with fp32 (Wilson interval), McNemar, the target rule
+- ``roofline``      peak matmul throughput per precision, op counts, how close each route gets to the peak
+- ``isa``           one int8 Linear under capped instruction sets (``ONEDNN_MAX_CPU_ISA``), in child processes
 - ``results``       recording measured figures into build/results/<notebook>.json
 - ``tables``, ``plots``  showing measured rows as tables; plot defaults and ``save_fig`` for the report
 - ``checks``        exercise checkers that answer "correct" or give a hint
-- ``student``       ``make student``: learner copies with solution cells stubbed (nbconvert preprocessors), zipped
-- ``run``, ``report``  ``make run``: execute every notebook, then build/index.html and build/timings.md
 - ``paths``         where the build and cache directories are; atomic writes
 """
 

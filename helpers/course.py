@@ -4,6 +4,8 @@
     env = helpers.course.setup("01_int8_scaling", smoke=SMOKE)
 
 It also starts the notebook's results record (build/results/<notebook>.json) with the environment it ran in.
+``environment`` and ``describe_environment`` are the one description of the machine: the setup cell prints it,
+and the bench (``helpers.bench``) records and prints the same.
 """
 
 from __future__ import annotations
@@ -12,18 +14,22 @@ import os
 import platform
 import random
 import sys
+from importlib import metadata
 
 import torch
 
 from . import deprecations
 from . import engine as engine_mod
-from . import results
+from . import measure, results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 MIN_PYTHON = (3, 10)
 TORCH_VERSION = "2.13"
+#: The libraries whose versions the numbers depend on, beside Python and torch (read from the installed package
+#: metadata, so describing the machine imports none of them).
+VERSIONED = ("torchao", "onnxruntime", "transformers")
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -37,6 +43,47 @@ def seed_everything(seed: int = 0) -> None:
         pass
 
 
+def versions() -> dict[str, str]:
+    """Python, torch and the ``VERSIONED`` libraries; a library that is not installed says so."""
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in VERSIONED:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def thread_settings() -> dict:
+    """torch's intra- and inter-op threads, the CPUs this process may use, and ``OMP_NUM_THREADS``."""
+    return {"torch_intra_op": torch.get_num_threads(), "torch_inter_op": torch.get_num_interop_threads(),
+            "available_cpus": measure.available_threads(), "cpu_count": os.cpu_count(),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")}
+
+
+def environment() -> dict:
+    """What the numbers depend on: versions, CPU features, thread settings, quantized engine and platform."""
+    return {"versions": versions(), "cpu": engine_mod.cpu_features(), "threads": thread_settings(),
+            "quantized_engine": torch.backends.quantized.engine, "platform": platform.platform()}
+
+
+def notable_cpu_flags(cpu: dict) -> list[str]:
+    """The ``engine.NOTABLE_CPU_FLAGS`` this CPU has (``cpu`` as returned by ``engine.cpu_features``)."""
+    return [flag for flag in engine_mod.NOTABLE_CPU_FLAGS if cpu.get(flag)]
+
+
+def describe_environment(env: dict) -> str:
+    """``environment()`` in three lines: versions, CPU and its notable features, threads."""
+    cpu, th = env["cpu"], env["threads"]
+    return "\n".join([
+        " | ".join(f"{name} {version}" for name, version in env["versions"].items()),
+        f"CPU: {cpu.get('machine')}, torch capability {cpu.get('torch_cpu_capability')}; "
+        f"features: {', '.join(notable_cpu_flags(cpu)) or 'none of note'}",
+        f"threads: torch intra-op {th['torch_intra_op']}, inter-op {th['torch_inter_op']}, "
+        f"{th['available_cpus']} CPUs available, OMP_NUM_THREADS={th['OMP_NUM_THREADS']}",
+    ])
+
+
 def setup(notebook: str, smoke: bool = True, seed: int = 0, engine: str | None = None, verbose: bool = True) -> dict:
     """Prepare a notebook run and return what it ran on (also recorded under ``meta`` in the results JSON)."""
     assert sys.version_info >= MIN_PYTHON, f"this course needs Python >= {MIN_PYTHON}, found {platform.python_version()}"
@@ -45,6 +92,7 @@ def setup(notebook: str, smoke: bool = True, seed: int = 0, engine: str | None =
     deprecations.silence_import_noise()
     seed_everything(seed)
     choice = engine_mod.select_engine(engine)
+    machine = environment()
     env = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -53,16 +101,13 @@ def setup(notebook: str, smoke: bool = True, seed: int = 0, engine: str | None =
         "engine": choice.engine,
         "engine_reason": choice.reason,
         "supported_engines": list(choice.supported),
-        "cpu": engine_mod.cpu_features(),
+        "cpu": machine["cpu"],
         "smoke": smoke,
         "seed": seed,
     }
     results.start(notebook, **env)
     if verbose:
-        feats = env["cpu"]
-        flags = ", ".join(k for k in ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "amx_bf16", "neon/asimd") if feats[k])
-        print(f"python {env['python']} | torch {env['torch']} | {env['threads']} threads of {env['cpu_count']} CPUs")
-        print(f"CPU: {feats['machine']}, torch capability {feats['torch_cpu_capability']}; features: {flags or 'none of note'}")
+        print(describe_environment(machine))
         print(choice)
         print(f"mode: {'SMOKE (quick settings)' if smoke else 'FULL (workshop settings)'}; seed {seed}")
     return env

@@ -20,16 +20,16 @@ def results_path(notebook: str) -> Path:
     return build_dir() / "results" / f"{notebook}.json"
 
 
-def _jsonable(value):
+def jsonable(value):
     """Plain JSON: tensors and numpy scalars become numbers, non-finite floats become strings."""
     if hasattr(value, "as_dict"):
         value = value.as_dict()
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if hasattr(value, "tolist"):  # torch / numpy
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -54,7 +54,7 @@ def _write(notebook: str, data: dict) -> Path:
 def start(notebook: str, **meta) -> Path:
     """Begin a fresh record for ``notebook`` (drops figures from an earlier run)."""
     return _write(notebook, {"notebook": notebook, "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                             "meta": _jsonable(meta)})
+                             "meta": jsonable(meta)})
 
 
 def record(notebook: str, section: str, values) -> None:
@@ -62,5 +62,5 @@ def record(notebook: str, section: str, values) -> None:
 
     Returns None, so a ``record(...)`` call at the end of a notebook cell prints nothing."""
     data = load(notebook) or {"notebook": notebook}
-    data[section] = _jsonable(values)
+    data[section] = jsonable(values)
     _write(notebook, data)

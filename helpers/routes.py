@@ -17,6 +17,9 @@ Each builder returns a ``Built``: ``forward(batch) -> logits`` (a float tensor),
 on disk, and how long building took. Compiled routes compile on their first call; the bench times that call
 separately from the steady state. A builder may raise: the bench records the message as data (see
 ``helpers.bench``).
+
+What a builder quantizes with is passed as an object (a torchao config, an ONNX Runtime recipe) or, so that
+torchao and onnxruntime are imported only when a route is built, as a function returning it.
 """
 
 from __future__ import annotations
@@ -66,8 +69,14 @@ class Built:
     keep: list = field(default_factory=list)  # objects that must outlive the forward (sessions, models)
 
 
-@dataclass(frozen=True)
+def is_int8_precision(precision: str) -> bool:
+    """Whether a route's ``precision`` ("int8 dynamic", "int8 weight-only", "int8 static", ...) is an int8 one."""
+    return precision.startswith("int8")
+
+
+@dataclass(frozen=True, kw_only=True)
 class Route:
+    """One way to run the classifier. Built with keyword arguments only: ``Route(name=..., build=..., ...)``."""
     name: str
     family: str       # "baseline", "bf16", "torch.ao eager", "torchao", "pt2e", "onnxruntime"
     precision: str    # "fp32", "bf16", "int8 dynamic", "int8 weight-only", "int8 static"
@@ -77,7 +86,12 @@ class Route:
 
     @property
     def is_int8(self) -> bool:
-        return self.precision.startswith("int8")
+        return is_int8_precision(self.precision)
+
+
+def _given(obj):
+    """The object itself, or what a zero-argument function (or class) returns when ``obj`` is one."""
+    return obj() if callable(obj) else obj
 
 
 def _logits(out) -> torch.Tensor:
@@ -143,8 +157,26 @@ def is_embedding(module: torch.nn.Module, fqn: str = "") -> bool:
     return isinstance(module, torch.nn.Embedding)
 
 
-def torchao_builder(config_name: str, compiled: bool, int8_embeddings: bool = False) -> Callable[[Context], Built]:
-    """``int8_embeddings`` also stores the embedding tables in int8, one scale per row (``Int8WeightOnlyConfig``
+def int8_dynamic_config():
+    """``torchao.quantization.Int8DynamicActivationInt8WeightConfig()``: int8 weights, int8 activations per token."""
+    from torchao.quantization import Int8DynamicActivationInt8WeightConfig
+
+    return Int8DynamicActivationInt8WeightConfig()
+
+
+def int8_weight_only_config():
+    """``torchao.quantization.Int8WeightOnlyConfig()``: int8 weights, computed in floating point."""
+    from torchao.quantization import Int8WeightOnlyConfig
+
+    return Int8WeightOnlyConfig()
+
+
+def torchao_builder(*, config, compiled: bool, int8_embeddings: bool = False) -> Callable[[Context], Built]:
+    """A route through ``torchao.quantization.quantize_(model, config)``. ``config`` is a torchao config object, or
+    a zero-argument function returning one (``int8_dynamic_config``, ``int8_weight_only_config``) so that torchao
+    is imported only when the route is built.
+
+    ``int8_embeddings`` also stores the embedding tables in int8, one scale per row (``Int8WeightOnlyConfig``
     on ``nn.Embedding``). In MiniLM the word embeddings are half of all weights, so without them the file stays
     near 0.65x fp32. Eager, each call would dequantize the whole table; compiled, inductor fuses the row lookup
     with the scale, so only the rows a batch uses are dequantized."""
@@ -153,15 +185,16 @@ def torchao_builder(config_name: str, compiled: bool, int8_embeddings: bool = Fa
         import torchao.quantization as tq
 
         model = copy.deepcopy(ctx.model).eval()
-        tq.quantize_(model, getattr(tq, config_name)())
+        chosen = _given(config)
+        tq.quantize_(model, chosen)
         if int8_embeddings:
             tq.quantize_(model, tq.Int8WeightOnlyConfig(), filter_fn=is_embedding)
         size = measure.state_dict_bytes(model)
         # freezing lets inductor treat the int8 weights as constants (pre-packed for the CPU kernels)
         run = torch.compile(model, dynamic=True, options={"freezing": True}) if compiled else model
-        notes = config_name + (" + int8 embeddings" if int8_embeddings else "")
+        notes = type(chosen).__name__ + (" + int8 embeddings" if int8_embeddings else "")
         return Built(_eager_forward(run), size, notes=notes + (" + torch.compile" if compiled else ", eager"))
-    build.__doc__ = (f"torchao.quantization.quantize_(model, {config_name}())"
+    build.__doc__ = (f"torchao.quantization.quantize_(model, config)"
                      f"{' and Int8WeightOnlyConfig on nn.Embedding' if int8_embeddings else ''}"
                      f"{' then torch.compile' if compiled else ''}.")
     return build
@@ -270,54 +303,72 @@ def build_ort_fp32(ctx: Context) -> Built:
     return Built(forward, measure.size_on_disk(optimized), keep=[sessions], notes=optimized.name)
 
 
-def ort_int8_builder(recipe_name: str) -> Callable[[Context], Built]:
-    """An ORT int8 route from one of ``helpers.onnx_route``'s recipes, by name: ``BEST_INT8_RECIPE`` (notebook
-    04's pick: block-wise feed-forward layers, the rest dynamic) or ``DYNAMIC_INT8_RECIPE`` (plain
-    ``quantize_dynamic``, one activation scale per batch)."""
+def best_ort_int8_recipe() -> dict:
+    """``helpers.onnx_route.BEST_INT8_RECIPE``: notebook 04's pick (block-wise feed-forward, the rest dynamic)."""
+    return _onnx_route().BEST_INT8_RECIPE
+
+
+def dynamic_ort_int8_recipe() -> dict:
+    """``helpers.onnx_route.DYNAMIC_INT8_RECIPE``: plain ``quantize_dynamic``, one activation scale per batch."""
+    return _onnx_route().DYNAMIC_INT8_RECIPE
+
+
+def ort_int8_builder(*, recipe) -> Callable[[Context], Built]:
+    """An ORT int8 route from a ``helpers.onnx_route`` recipe (``onnx_route.build_recipe``). ``recipe`` is the
+    recipe itself, or a zero-argument function returning it (``best_ort_int8_recipe``, ``dynamic_ort_int8_recipe``)
+    so that onnx_route and onnxruntime are imported only when the route is built."""
     @_timed
     def build(ctx: Context) -> Built:
         onnx_route = _onnx_route()
-        recipe = getattr(onnx_route, recipe_name, None)
-        if recipe is None:
-            raise RouteUnavailable(f"helpers.onnx_route has no {recipe_name}")
-        path = Path(onnx_route.build_recipe(recipe, ctx.model, ctx.tokenizer, ctx.max_len))
+        path = Path(onnx_route.build_recipe(_given(recipe), ctx.model, ctx.tokenizer, ctx.max_len))
         forward, sessions = _ort_forward(onnx_route, path)
         return Built(forward, measure.size_on_disk(path), keep=[sessions], notes=path.name)
-    build.__doc__ = f"ONNX Runtime int8 from onnx_route.{recipe_name} on the fused graph."
+    build.__doc__ = "ONNX Runtime int8 from an onnx_route recipe, on the fused graph."
     return build
 
 
 # --- the registry -----------------------------------------------------------------------------------------------
 
 def _dynamic_routes() -> list[Route]:
-    return [Route(f"dynamic-int8-{e}", "torch.ao eager", "int8 dynamic", False, dynamic_int8_builder(e),
-                  f"torch.ao quantize_dynamic, {e} engine") for e in ("x86", "fbgemm", "onednn", "qnnpack")]
+    return [Route(name=f"dynamic-int8-{e}", family="torch.ao eager", precision="int8 dynamic", compiled=False,
+                  build=dynamic_int8_builder(e), description=f"torch.ao quantize_dynamic, {e} engine")
+            for e in ("x86", "fbgemm", "onednn", "qnnpack")]
+
+
+def _torchao_route(name: str, precision: str, config, compiled: bool, description: str,
+                   int8_embeddings: bool = False) -> Route:
+    return Route(name=name, family="torchao", precision=precision, compiled=compiled, description=description,
+                 build=torchao_builder(config=config, compiled=compiled, int8_embeddings=int8_embeddings))
 
 
 def all_routes() -> list[Route]:
     """Every route, in the order the bench runs them (fp32 first: the others are compared with it)."""
     return [
-        Route("fp32", "baseline", "fp32", False, build_fp32, "PyTorch eager fp32 (the baseline)"),
-        Route("bf16", "bf16", "bf16", False, build_bf16, "weights and activations cast to bfloat16, eager"),
+        Route(name="fp32", family="baseline", precision="fp32", compiled=False, build=build_fp32,
+              description="PyTorch eager fp32 (the baseline)"),
+        Route(name="bf16", family="bf16", precision="bf16", compiled=False, build=build_bf16,
+              description="weights and activations cast to bfloat16, eager"),
         *_dynamic_routes(),
-        Route("torchao-da8w8", "torchao", "int8 dynamic", False,
-              torchao_builder("Int8DynamicActivationInt8WeightConfig", False), "torchao quantize_ int8 dyn-act/int8 weight, eager"),
-        Route("torchao-w8", "torchao", "int8 weight-only", False,
-              torchao_builder("Int8WeightOnlyConfig", False), "torchao quantize_ int8 weight-only, eager"),
-        Route("torchao-da8w8-compile", "torchao", "int8 dynamic", True,
-              torchao_builder("Int8DynamicActivationInt8WeightConfig", True), "torchao int8 dyn-act/int8 weight + torch.compile"),
-        Route("torchao-da8w8-emb8-compile", "torchao", "int8 dynamic", True,
-              torchao_builder("Int8DynamicActivationInt8WeightConfig", True, int8_embeddings=True),
-              "torchao int8 dyn-act/int8 weight, int8 embedding tables, + torch.compile"),
-        Route("torchao-w8-compile", "torchao", "int8 weight-only", True,
-              torchao_builder("Int8WeightOnlyConfig", True), "torchao int8 weight-only + torch.compile"),
-        Route("pt2e-x86-static", "pt2e", "int8 static", True, pt2e_builder(),
-              "torch.export + X86InductorQuantizer (Linear layers) + torch.compile"),
-        Route("ort-fp32", "onnxruntime", "fp32", False, build_ort_fp32, "ONNX Runtime fp32, fused attention"),
-        Route("ort-int8", "onnxruntime", "int8 dynamic", False, ort_int8_builder("BEST_INT8_RECIPE"),
-              "ONNX Runtime int8, notebook 04's recipe (block-wise feed-forward, rest dynamic)"),
-        Route("ort-int8-dynamic", "onnxruntime", "int8 dynamic", False, ort_int8_builder("DYNAMIC_INT8_RECIPE"),
-              "ONNX Runtime quantize_dynamic (one activation scale per batch)"),
+        _torchao_route("torchao-da8w8", "int8 dynamic", int8_dynamic_config, False,
+                       "torchao quantize_ int8 dyn-act/int8 weight, eager"),
+        _torchao_route("torchao-w8", "int8 weight-only", int8_weight_only_config, False,
+                       "torchao quantize_ int8 weight-only, eager"),
+        _torchao_route("torchao-da8w8-compile", "int8 dynamic", int8_dynamic_config, True,
+                       "torchao int8 dyn-act/int8 weight + torch.compile"),
+        _torchao_route("torchao-da8w8-emb8-compile", "int8 dynamic", int8_dynamic_config, True,
+                       "torchao int8 dyn-act/int8 weight, int8 embedding tables, + torch.compile", int8_embeddings=True),
+        _torchao_route("torchao-w8-compile", "int8 weight-only", int8_weight_only_config, True,
+                       "torchao int8 weight-only + torch.compile"),
+        Route(name="pt2e-x86-static", family="pt2e", precision="int8 static", compiled=True, build=pt2e_builder(),
+              description="torch.export + X86InductorQuantizer (Linear layers) + torch.compile"),
+        Route(name="ort-fp32", family="onnxruntime", precision="fp32", compiled=False, build=build_ort_fp32,
+              description="ONNX Runtime fp32, fused attention"),
+        Route(name="ort-int8", family="onnxruntime", precision="int8 dynamic", compiled=False,
+              build=ort_int8_builder(recipe=best_ort_int8_recipe),
+              description="ONNX Runtime int8, notebook 04's recipe (block-wise feed-forward, rest dynamic)"),
+        Route(name="ort-int8-dynamic", family="onnxruntime", precision="int8 dynamic", compiled=False,
+              build=ort_int8_builder(recipe=dynamic_ort_int8_recipe),
+              description="ONNX Runtime quantize_dynamic (one activation scale per batch)"),
     ]
 
 

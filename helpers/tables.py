@@ -9,7 +9,9 @@ import html
 from typing import Iterable, Sequence
 
 
-def _fmt(value, digits: int) -> str:
+def format_value(value, digits: int = 3) -> str:
+    """One table cell as text: floats rounded to ``digits`` (small ones keep significant digits), booleans as
+    yes/no, None and NaN as a dash."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
@@ -38,7 +40,7 @@ def to_markdown(rows: Iterable[dict], columns: Sequence[str] | None = None, digi
         raise ValueError("no rows to show")
     cols = _columns(rows, columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r.get(c), digits) for c in cols) + " |" for r in rows]
+    lines += ["| " + " | ".join(format_value(r.get(c), digits) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
 
 
@@ -48,7 +50,7 @@ def to_html(rows: Iterable[dict], columns: Sequence[str] | None = None, digits: 
         raise ValueError("no rows to show")
     cols = _columns(rows, columns)
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), digits))}</td>" for c in cols) + "</tr>"
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(format_value(r.get(c), digits))}</td>" for c in cols) + "</tr>"
                    for r in rows)
     caption = f"<caption>{html.escape(title)}</caption>" if title else ""
     return f'<table class="results">{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'

@@ -73,6 +73,23 @@ def test_cpu_features_keys():
         assert key in feats
 
 
+def test_cpu_features_from_a_faked_cpuinfo(tmp_path):
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Fake Xeon\n"
+                    "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile\n\n"
+                    "processor\t: 1\nflags\t\t: fpu sse2\n")
+    feats = engine.cpu_features(fake)
+    assert set(feats) == {"machine", "torch_cpu_capability", *engine.NOTABLE_CPU_FLAGS}
+    assert feats["avx2"] and feats["avx512_vnni"] and feats["avx512_bf16"] and feats["amx_int8"] and feats["amx_bf16"]
+    assert not feats["avx_vnni"] and not feats["neon/asimd"]
+    arm = tmp_path / "cpuinfo-arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n")
+    feats = engine.cpu_features(arm)
+    assert feats["neon/asimd"] and not feats["avx2"] and not feats["amx_int8"]
+    assert not any(v for k, v in engine.cpu_features(tmp_path / "missing").items()
+                   if k not in ("machine", "torch_cpu_capability"))
+
+
 def test_using_restores_and_rejects_unknown():
     before = torch.backends.quantized.engine
     with engine.using("qnnpack") as active:

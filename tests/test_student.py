@@ -1,4 +1,4 @@
-"""Exercises and student copies (``make student``, helpers/student.py).
+"""Exercises and student copies (``make student``, tools/student.py).
 
 What is tested where:
 
@@ -21,8 +21,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from helpers import checks, student
+from helpers import checks
 from helpers.paths import cache_dir
+from tools import student
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = student.course_notebooks()

@@ -1,8 +1,8 @@
 """``make run``: execute every notebook headless with papermill, time it, and build ``build/index.html``.
 
-    python -m helpers.run            # smoke settings (the default, what CI uses)
-    python -m helpers.run --full     # full workshop settings
-    python -m helpers.run 01 03      # only notebooks whose name starts with these prefixes
+    python -m tools.run            # smoke settings (the default, what CI uses)
+    python -m tools.run --full     # full workshop settings
+    python -m tools.run 01 03      # only notebooks whose name starts with these prefixes
 """
 
 from __future__ import annotations
@@ -13,8 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from . import report, tables
-from .paths import atomic_write, build_dir, course_notebooks, notebooks_dir
+from helpers import tables
+from helpers.paths import atomic_write, build_dir, course_notebooks, notebooks_dir
+
+from . import report
 
 
 def execute(notebook: Path, out_dir: Path, full: bool, kernel: str | None) -> float:

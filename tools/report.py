@@ -8,7 +8,7 @@ HTML. A table of contents and a timing table (smoke and full wall time per noteb
 
 Everything comes from files the run wrote; nothing is typed in.
 
-    python -m helpers.report     # rebuild build/index.html and build/timings.md from what is in build/
+    python -m tools.report     # rebuild build/index.html and build/timings.md from what is in build/
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from . import tables
-from .paths import atomic_write, build_dir, course_notebooks, notebooks_dir
+from helpers import tables
+from helpers.paths import atomic_write, build_dir, course_notebooks, notebooks_dir
 
 MODES = ("smoke", "full")
 
@@ -87,7 +87,7 @@ def section_tables(name: str, value) -> list[str]:
         rows = [{k: v for k, v in row.items() if not isinstance(v, (dict, list))} for row in value]
         return [tables.to_html(rows, title=title)] if any(rows) else []
     if isinstance(value, list) and value and all(isinstance(v, (int, float, str, bool)) for v in value):
-        return [tables.to_html([{"figure": title, "value": ", ".join(tables._fmt(v, 3) for v in value)}])]
+        return [tables.to_html([{"figure": title, "value": ", ".join(tables.format_value(v, 3) for v in value)}])]
     if isinstance(value, dict) and value:
         if all(isinstance(v, dict) for v in value.values()):
             rows = [{"": k, **{ck: cv for ck, cv in v.items() if not isinstance(cv, (dict, list))}}

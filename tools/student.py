@@ -1,7 +1,7 @@
 """``make student``: learner copies of the notebooks, with every ``solution`` cell replaced by a stub.
 
-    python -m helpers.student            # every notebooks/NN_*.ipynb -> build/student/, plus a zip
-    python -m helpers.student 01 03      # only notebooks whose name starts with these prefixes
+    python -m tools.student            # every notebooks/NN_*.ipynb -> build/student/, plus a zip
+    python -m tools.student 01 03      # only notebooks whose name starts with these prefixes
 
 The copies are made by nbconvert preprocessors, in this order:
 
@@ -31,7 +31,7 @@ import nbformat
 from nbconvert.exporters import NotebookExporter
 from nbconvert.preprocessors import ClearOutputPreprocessor, Preprocessor, TagRemovePreprocessor
 
-from .paths import atomic_write, build_dir, course_notebooks, notebooks_dir
+from helpers.paths import atomic_write, build_dir, course_notebooks, notebooks_dir
 
 SOLUTION_TAG = "solution"
 EXERCISE_TAG = "exercise"

@@ -1,0 +1,93 @@
+"""``make bench``: measure every inference route of the fine-tuned MiniLM classifier in one process, in one run.
+
+    python -m tools.bench                 # the full grid, every route (compiled ones too)
+    python -m tools.bench --quick         # the reduced grid for CI; routes that need torch.compile are skipped
+    python -m tools.bench --routes fp32,bf16,dynamic-int8-x86 --runs 5
+
+The measuring is ``helpers.bench.run_classifier`` (what notebook 06 runs in-process); this command adds the
+command line, writes ``build/bench/results.json`` and ``build/bench/results.md`` (both atomically) and prints the
+markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from helpers import bench, course, deprecations, results, routes, tables
+from helpers.paths import atomic_write, build_dir
+
+
+def to_markdown(run: bench.BenchRun) -> str:
+    """The run as a markdown report: environment, one row per route, latency per grid point, target, advice."""
+    tgt = run.target
+    verdict = ("MET" if tgt.met else "NOT MET") if tgt.evaluated else "NOT EVALUATED"
+    lines = [f"# make bench — {run.started} ({'quick' if run.settings.get('quick') else 'full'} grid, "
+             f"{run.seconds:.0f} s)", "", "```", course.describe_environment(run.environment), "```", "",
+             "## Routes", "", tables.to_markdown(bench.summary_rows(run)), ""]
+    lat = bench.latency_rows(run)
+    if lat:
+        lines += ["## Latency per grid point", "", tables.to_markdown(lat), ""]
+    lines += [f"## Target: {verdict}", "", tgt.reason, "", "## Recommendation", ""]
+    lines += [f"- {x}" for x in bench.recommend(run)]
+    return "\n".join(lines) + "\n"
+
+
+def write(run: bench.BenchRun, out_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """Write ``results.json`` and ``results.md`` atomically into ``out_dir`` (default ``build/bench``)."""
+    out = Path(out_dir) if out_dir is not None else build_dir() / "bench"
+    json_path, md_path = out / "results.json", out / "results.md"
+    with atomic_write(json_path) as tmp:
+        tmp.write_text(json.dumps(results.jsonable(run), indent=2))
+    with atomic_write(md_path) as tmp:
+        tmp.write_text(to_markdown(run))
+    return json_path, md_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="reduced grid for CI (compiled routes skipped)")
+    parser.add_argument("--routes", default=None,
+                        help=f"comma-separated routes (fp32 is always added); default all: {','.join(routes.registry())}")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs per grid point (default 3 quick, 10 full)")
+    parser.add_argument("--test-examples", type=int, default=None, help="test examples for accuracy (default 96 "
+                        "quick, the whole test split full)")
+    parser.add_argument("--threads", type=int, default=None, help="the 'all threads' setting (default: every CPU)")
+    parser.add_argument("--compile", dest="include_compiled", action="store_true", default=None,
+                        help="run the torch.compile routes even with --quick")
+    parser.add_argument("--smoke-classifier", action="store_true", help="use the smoke fine-tune (default: "
+                        "smoke with --quick, full otherwise)")
+    parser.add_argument("--out", default=None, help="output folder (default build/bench)")
+    parser.add_argument("--list", action="store_true", help="list the routes and exit")
+    args = parser.parse_args(argv)
+    deprecations.silence_import_noise()
+    if args.list:
+        for r in routes.all_routes():
+            print(f"{r.name:27s} {r.precision:17s} {'compiled' if r.compiled else 'eager':9s} {r.description}")
+        return 0
+    names = [n.strip() for n in args.routes.split(",") if n.strip()] if args.routes is not None else None
+    if names is not None:
+        if not names:
+            parser.error("--routes is empty; give route names separated by commas (see --list)")
+        unknown = [n for n in names if n not in routes.registry()]
+        if unknown:
+            parser.error(f"unknown route(s) {unknown}; see --list for the names")
+    for flag, value, low in (("--runs", args.runs, 1), ("--test-examples", args.test_examples, 1),
+                             ("--threads", args.threads, 1)):
+        if value is not None and value < low:
+            parser.error(f"{flag} must be >= {low}, got {value}")
+    run = bench.run_classifier(quick=args.quick, smoke=True if args.smoke_classifier else None, route_names=names,
+                               runs=args.runs, test_examples=args.test_examples, threads=args.threads,
+                               include_compiled=args.include_compiled)
+    json_path, md_path = write(run, args.out)
+    print(to_markdown(run))
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

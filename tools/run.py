@@ -20,8 +20,12 @@ from . import report
 
 
 def execute(notebook: Path, out_dir: Path, full: bool, kernel: str | None) -> float:
-    """Run one notebook with papermill into ``out_dir``. In place (``out_dir`` is the notebook's own folder) with
-    smoke settings, no parameters are injected, so the committed notebook keeps its own parameters cell."""
+    """Run one notebook with papermill into ``out_dir``.
+
+    In place (``out_dir`` is the notebook's own folder) the committed notebook keeps its own parameters cell
+    (``SMOKE = True``, so CI and a learner's first run are quick): with ``full`` the run injects ``SMOKE = False``,
+    and ``keep_committable`` then drops papermill's injected cell again while its metadata keeps saying which
+    parameters produced the outputs."""
     import papermill
 
     in_place = out_dir.resolve() == notebook.parent.resolve()
@@ -29,7 +33,26 @@ def execute(notebook: Path, out_dir: Path, full: bool, kernel: str | None) -> fl
     start = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters=parameters,
                                kernel_name=kernel, cwd=str(notebook.parent), progress_bar=False)
-    return time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    if in_place:
+        keep_committable(out_dir / notebook.name)
+    return seconds
+
+
+def keep_committable(path: Path) -> None:
+    """Make an executed notebook fit to commit: no injected-parameters cell (the parameters cell stays the
+    notebook's own), ``metadata.papermill.parameters`` kept as the record of the run, and no machine paths in
+    papermill's metadata (only the file name)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = Path(meta[key]).name
+    with atomic_write(path) as tmp:
+        nbformat.write(nb, str(tmp))
 
 
 def to_html(executed: Path) -> Path:
@@ -71,8 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in-place", action="store_true",
                         help="execute the notebooks in notebooks/ themselves (to refresh their committed outputs)")
     args = parser.parse_args(argv)
-    if args.in_place and args.full:
-        parser.error("--in-place keeps smoke outputs in the repo; do not combine it with --full")
 
     notebooks = course_notebooks(args.prefixes)
     if not notebooks:

@@ -40,7 +40,8 @@ def onnx_files(path: str | os.PathLike) -> list[Path]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for a file that is not ONNX
-        raise ValueError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); delete it and export "
+                         "or quantize again") from exc
     files = {path}
     for tensor in _get_all_tensors(model):
         if uses_external_data(tensor):

@@ -16,7 +16,7 @@ Data and models
 
 Quantization routes
 - ``bert_quant``    dynamic int8 recipes for the BERT classifier (layer groups kept fp32, int8 embeddings, size by part)
-- ``onnx_route``    a package, one module per step: export to ONNX, optimize, quantize, run with ONNX Runtime (04)
+- ``onnx_route``    export to ONNX, optimize, quantize (dynamic and static) and run with ONNX Runtime (notebook 04)
 - ``persistence``   saving and loading quantized models safely: manifest, checksums, specific errors (notebook 05)
 - ``routes``, ``bench``  every inference route side by side, ``make bench`` (notebook 06)
 

@@ -102,11 +102,15 @@ class Latency:
         """Width of the 10th-90th percentile band."""
         return self.p90_ms - self.p10_ms
 
+    def band(self, digits: int = 1) -> str:
+        """The 10th-90th percentile band as table text, e.g. ``"12.3-14.1"`` (milliseconds)."""
+        return f"{self.p10_ms:.{digits}f}-{self.p90_ms:.{digits}f}"
+
     def as_dict(self) -> dict:
         return {**asdict(self), "spread_ms": self.spread_ms}
 
     def __str__(self) -> str:
-        return f"{self.median_ms:.2f} ms (p10-p90 {self.p10_ms:.2f}-{self.p90_ms:.2f}, {self.runs} runs, {self.threads} threads)"
+        return f"{self.median_ms:.2f} ms (p10-p90 {self.band(2)}, {self.runs} runs, {self.threads} threads)"
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:

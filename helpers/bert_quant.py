@@ -2,7 +2,7 @@
 
 - ``linear_groups``      the named groups of ``nn.Linear`` layers: ``head``, ``classifier``, ``block0``..``blockN``,
                           ``first_block``, ``last_block``, ``attention``, ``ffn``, ``all``
-- ``quantize``           a quantized *copy*: every Linear dynamically int8 except the groups kept in fp32, and
+- ``quantize_model``     a quantized *copy*: every Linear dynamically int8 except the groups kept in fp32, and
                           optionally the ``nn.Embedding`` tables weight-only int8 (``float_qparams_weight_only_qconfig``)
                           and per-channel weight scales
 - ``module_census``      how many modules of each type a model holds (what ``quantize_dynamic`` swapped)
@@ -115,9 +115,10 @@ def _resolve(model: nn.Module, keep_fp32: str | Iterable[str] | None) -> set[str
     return kept
 
 
-def quantize(model: nn.Module, keep_fp32: str | Iterable[str] | None = None, embeddings: bool = False,
+def quantize_model(model: nn.Module, keep_fp32: str | Iterable[str] | None = None, embeddings: bool = False,
              engine: str | None = None, per_channel: bool = False) -> nn.Module:
-    """A dynamically quantized copy of ``model`` (the original is left untouched).
+    """A dynamically quantized copy of ``model`` (the original is left untouched): ``torch.ao.quantization.
+    quantize_dynamic`` with a qconfig per layer name, so that groups of layers can stay fp32.
 
     Every ``nn.Linear`` becomes a dynamic int8 Linear (int8 weights, activations quantized per batch), except the
     layers of the groups in ``keep_fp32`` (names from ``linear_groups``). With ``embeddings=True`` every

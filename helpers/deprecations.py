@@ -6,6 +6,7 @@
    functions ... are deprecated``: raised when quantized tensors are created.
 
 Notebooks show each warning once, explain it, and then call ``silence_known()``. Any other warning still shows.
+``tally`` lists the warnings a ``warnings.catch_warnings(record=True)`` block recorded, each kind once with a count.
 """
 
 from __future__ import annotations
@@ -28,6 +29,17 @@ def show_known() -> None:
     """Undo ``silence_known``: show the two warnings again (always, not once per location)."""
     for category, message in KNOWN:
         warnings.filterwarnings("always", message=message, category=category)
+
+
+def tally(caught, width: int | None = None) -> list[dict]:
+    """The warnings a ``warnings.catch_warnings(record=True)`` block recorded, one row per kind: ``warning`` (the
+    category's name), ``message`` (its first line, cut to ``width`` characters) and ``times`` it fired, in the
+    order the kinds were first seen."""
+    counts: dict[tuple[str, str], int] = {}
+    for w in caught:
+        key = (w.category.__name__, (str(w.message).splitlines() or [""])[0][:width])
+        counts[key] = counts.get(key, 0) + 1
+    return [{"warning": category, "message": message, "times": n} for (category, message), n in counts.items()]
 
 
 # --- import-time log noise ----------------------------------------------------------------------------------------

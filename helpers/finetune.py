@@ -204,3 +204,53 @@ def get_classifier(config: FinetuneConfig | None = None, cache_dir: Path | None 
     info = {"from_cache": from_cache, "path": str(entry), "history": meta["history"],
             "train_seconds": meta["train_seconds"], "config": dataclasses.asdict(config)}
     return model, models.load_tokenizer(), info
+
+
+# --- what a notebook starts from ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NotebookClassifier:
+    """What notebooks 03-06 start from: the fine-tuned classifier with its tokenizer and settings, and the data.
+
+    ``splits`` holds the whole train, validation and test splits; ``test`` the test examples the notebook scores
+    (the first ``test_examples`` of the test split, or all of it). ``info`` is ``get_classifier``'s cache info."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    config: FinetuneConfig
+    splits: dict[str, data_mod.Split]
+    test: data_mod.Split
+    info: dict
+
+    @property
+    def max_len(self) -> int:
+        """The length every sequence is padded or truncated to (the fine-tune's)."""
+        return self.config.max_len
+
+    def head(self, split: str, n: int | None) -> data_mod.Split:
+        """The first ``n`` examples of a split (``"train"``, ``"validation"`` or ``"test"``); all of it if ``n`` is None."""
+        if split not in self.splits:
+            raise KeyError(f"no split {split!r}; choose from {sorted(self.splits)}")
+        return self.splits[split] if n is None else self.splits[split].head(n)
+
+    def describe(self) -> str:
+        """Where the classifier came from and how it was fine-tuned, in one line (the cache entry by name, never a
+        machine path)."""
+        cfg, info = self.config, self.info
+        source = "loaded from the cache" if info["from_cache"] else "fine-tuned now"
+        n_train = cfg.train_examples or len(self.splits["train"])
+        val = [round(h["val_accuracy"], 4) for h in info["history"]]
+        return (f"classifier {Path(info['path']).name} {source}: {cfg.epochs} epoch(s) on {n_train} training examples, "
+                f"max_len {cfg.max_len}, {info['train_seconds']} s to fine-tune; validation accuracy per epoch {val}")
+
+
+def load_for_notebook(smoke: bool, test_examples: int | None = None, progress: bool = True,
+                      cache_dir: Path | None = None) -> NotebookClassifier:
+    """The classifier a notebook works on: ``get_classifier(config_for(smoke))`` (fine-tuned on first use, then
+    cached), its tokenizer, and the Rotten Tomatoes splits, with the first ``test_examples`` test examples as
+    ``test`` (``None``: the whole test split)."""
+    config = config_for(smoke)
+    model, tokenizer, info = get_classifier(config, cache_dir=cache_dir, progress=progress)
+    splits = data_mod.load_rotten_tomatoes()
+    test = splits["test"] if test_examples is None else splits["test"].head(test_examples)
+    return NotebookClassifier(model, tokenizer, config, splits, test, info)

@@ -40,7 +40,8 @@ def onnx_files(path: str | os.PathLike) -> list[Path]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # onnx raises DecodeError and others for a file that is not ONNX
-        raise ValueError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc})") from exc
+        raise ValueError(f"{path} is not a readable ONNX model ({type(exc).__name__}: {exc}); delete it and export "
+                         "or quantize again") from exc
     files = {path}
     for tensor in _get_all_tensors(model):
         if uses_external_data(tensor):
@@ -101,11 +102,15 @@ class Latency:
         """Width of the 10th-90th percentile band."""
         return self.p90_ms - self.p10_ms
 
+    def band(self, digits: int = 1) -> str:
+        """The 10th-90th percentile band as table text, e.g. ``"12.3-14.1"`` (milliseconds)."""
+        return f"{self.p10_ms:.{digits}f}-{self.p90_ms:.{digits}f}"
+
     def as_dict(self) -> dict:
         return {**asdict(self), "spread_ms": self.spread_ms}
 
     def __str__(self) -> str:
-        return f"{self.median_ms:.2f} ms (p10-p90 {self.p10_ms:.2f}-{self.p90_ms:.2f}, {self.runs} runs, {self.threads} threads)"
+        return f"{self.median_ms:.2f} ms (p10-p90 {self.band(2)}, {self.runs} runs, {self.threads} threads)"
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:

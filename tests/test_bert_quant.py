@@ -12,14 +12,11 @@ LAYERS = 3
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    """A randomly initialised 3-layer BERT classifier with a vocabulary large enough to dominate the file."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=4000, hidden_size=64, num_hidden_layers=LAYERS, num_attention_heads=2,
-                        intermediate_size=128, max_position_embeddings=32, num_labels=2)
-    return BertForSequenceClassification(config).eval()
+def tiny(make_tiny_bert):
+    """The shared tiny BERT, at 3 layers, hidden 64 and a 4000-word vocabulary (large enough to dominate the file;
+    ``ToyTokenizer`` hashes words into it)."""
+    return make_tiny_bert(vocab_size=4000, hidden_size=64, num_hidden_layers=LAYERS, intermediate_size=128,
+                          max_position_embeddings=32)
 
 
 class ToyTokenizer:
@@ -57,7 +54,7 @@ def test_groups_need_linear_layers():
 
 
 def test_quantize_swaps_every_linear_and_leaves_the_original(tiny):
-    q = bert_quant.quantize(tiny)
+    q = bert_quant.quantize_model(tiny)
     assert all(t is DQLinear for t in linear_types(q).values())
     assert all(t is nn.Linear for t in linear_types(tiny).values())  # the original is untouched
     assert isinstance(q.bert.embeddings.word_embeddings, nn.Embedding)  # {nn.Linear} leaves embeddings fp32
@@ -69,33 +66,33 @@ def test_quantize_swaps_every_linear_and_leaves_the_original(tiny):
 @pytest.mark.parametrize("group", ["classifier", "head", "first_block", "last_block", "attention", "ffn"])
 def test_keep_group_in_fp32(tiny, group):
     kept = set(bert_quant.linear_groups(tiny)[group])
-    types = linear_types(bert_quant.quantize(tiny, keep_fp32=group))
+    types = linear_types(bert_quant.quantize_model(tiny, keep_fp32=group))
     assert {n for n, t in types.items() if t is nn.Linear} == kept
     assert all(t is DQLinear for n, t in types.items() if n not in kept)
 
 
 def test_keep_several_groups_and_bad_names(tiny):
-    types = linear_types(bert_quant.quantize(tiny, keep_fp32=["head", "block1"]))
+    types = linear_types(bert_quant.quantize_model(tiny, keep_fp32=["head", "block1"]))
     assert sum(t is nn.Linear for t in types.values()) == 2 + 6
     with pytest.raises(ValueError, match=r"unknown layer group 'decoder'; choose from \[.*'attention'"):
-        bert_quant.quantize(tiny, keep_fp32="decoder")
+        bert_quant.quantize_model(tiny, keep_fp32="decoder")
     with pytest.raises(ValueError, match="nothing left to quantize"):
-        bert_quant.quantize(tiny, keep_fp32="all")
+        bert_quant.quantize_model(tiny, keep_fp32="all")
 
 
 def test_per_channel_weights(tiny):
-    q = bert_quant.quantize(tiny, per_channel=True)
+    q = bert_quant.quantize_model(tiny, per_channel=True)
     weight = q.bert.encoder.layer[0].intermediate.dense.weight()
     assert weight.qscheme() == torch.per_channel_affine and weight.q_per_channel_scales().shape == (128,)
-    assert bert_quant.quantize(tiny).classifier.weight().qscheme() == torch.per_tensor_affine
+    assert bert_quant.quantize_model(tiny).classifier.weight().qscheme() == torch.per_tensor_affine
 
 
 def test_quantized_outputs_stay_close(tiny):
     x = torch.randint(1, 4000, (4, 16))
     with torch.inference_mode():
         ref = tiny(input_ids=x).logits
-        for model in (bert_quant.quantize(tiny), bert_quant.quantize(tiny, embeddings=True),
-                      bert_quant.quantize(tiny, per_channel=True)):
+        for model in (bert_quant.quantize_model(tiny), bert_quant.quantize_model(tiny, embeddings=True),
+                      bert_quant.quantize_model(tiny, per_channel=True)):
             out = model(input_ids=x).logits
             assert out.shape == ref.shape and measure.max_abs_diff(out, ref) < 0.1
 
@@ -107,10 +104,10 @@ def test_size_breakdown_and_ratios(tiny):
     assert abs(sum(fp32[p] for p in bert_quant.BERT_PARTS) - fp32["total"]) < 0.05 * fp32["total"]
     words = 4000 * 64 * 4
     assert words < fp32["embeddings"] < 1.2 * words
-    q = bert_quant.size_breakdown(bert_quant.quantize(tiny))
+    q = bert_quant.size_breakdown(bert_quant.quantize_model(tiny))
     assert q["embeddings"] == pytest.approx(fp32["embeddings"], rel=0.01)  # left fp32
     assert q["encoder"] < 0.40 * fp32["encoder"]  # int8 weights, fp32 biases and LayerNorms
-    qe = bert_quant.size_breakdown(bert_quant.quantize(tiny, embeddings=True))
+    qe = bert_quant.size_breakdown(bert_quant.quantize_model(tiny, embeddings=True))
     assert qe["embeddings"] < 0.35 * fp32["embeddings"]  # int8 rows plus a float scale and offset per row
     assert qe["total"] < q["total"] < fp32["total"]
 
@@ -128,7 +125,7 @@ def test_using_engine_restores_and_quantizes(tiny, engine):
     with engine_mod.using(engine) as active:
         assert active == engine == torch.backends.quantized.engine
     assert torch.backends.quantized.engine == before
-    q = bert_quant.quantize(tiny, engine=engine)
+    q = bert_quant.quantize_model(tiny, engine=engine)
     with engine_mod.using(engine), torch.inference_mode():
         assert q(input_ids=torch.randint(1, 4000, (2, 8))).logits.shape == (2, 2)
 

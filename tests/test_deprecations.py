@@ -37,3 +37,22 @@ def test_import_noise_filter_is_narrow(caplog):
         logger.warning("Failed to load /x/_C_mxfp8.so: nope")
         logger.warning("Failed to load something important")
     assert [r.getMessage() for r in caplog.records] == ["Failed to load something important"]
+
+
+def test_tally_counts_each_kind_once_in_the_order_first_seen():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.warn("second kind\nwith a long explanation", UserWarning)
+        for _ in range(3):
+            warnings.warn("torch.ao.quantization is deprecated", DeprecationWarning)
+        warnings.warn("second kind\nexplained differently", UserWarning)  # same first line: the same kind
+        warnings.warn("second kind", DeprecationWarning)  # same text, other category: another kind
+        warnings.warn("", FutureWarning)
+    assert deprecations.tally(caught) == [
+        {"warning": "UserWarning", "message": "second kind", "times": 2},
+        {"warning": "DeprecationWarning", "message": "torch.ao.quantization is deprecated", "times": 3},
+        {"warning": "DeprecationWarning", "message": "second kind", "times": 1},
+        {"warning": "FutureWarning", "message": "", "times": 1},
+    ]
+    assert [r["message"] for r in deprecations.tally(caught, width=5)][:2] == ["secon", "torch"]
+    assert deprecations.tally([]) == []

@@ -77,3 +77,26 @@ def test_concurrent_callers_train_once(tmp_path):
     from_cache = sorted(json.loads(o[0].strip().splitlines()[-1]) for o in outs)
     assert from_cache == [False, True]  # one trained, the other waited for the lock and loaded
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_load_for_notebook_bundles_classifier_settings_and_data(cache, monkeypatch):
+    asked = []
+    monkeypatch.setattr(finetune, "config_for", lambda smoke: asked.append(smoke) or TINY)  # no real fine-tune here
+    clf = finetune.load_for_notebook(True, test_examples=5, progress=False, cache_dir=cache)
+    assert asked == [True] and clf.config == TINY and clf.max_len == 16
+    assert clf.info["from_cache"] is True and clf.info["path"] == str(finetune.entry_dir(TINY, cache))
+    assert set(clf.splits) == {"train", "validation", "test"}
+    assert clf.test.texts == clf.splits["test"].texts[:5] and clf.test.name == "test"
+    assert clf.head("validation", 3).texts == clf.splits["validation"].texts[:3]
+    assert clf.head("train", None) is clf.splits["train"]
+    with pytest.raises(KeyError, match="choose from"):
+        clf.head("dev", 3)
+    texts = ["a moving, funny film"]
+    assert torch.equal(finetune.predict_logits(clf.model, clf.tokenizer, texts, clf.max_len),
+                       finetune.predict_logits(finetune.get_classifier(TINY, cache_dir=cache, progress=False)[0],
+                                               clf.tokenizer, texts, clf.max_len))
+    line = clf.describe()
+    assert f"classifier classifier-{TINY.key()} loaded from the cache" in line
+    assert "1 epoch(s) on 32 training examples, max_len 16" in line and str(cache) not in line
+    whole = finetune.load_for_notebook(False, progress=False, cache_dir=cache)  # no test_examples: the whole split
+    assert asked == [True, False] and whole.test is whole.splits["test"]

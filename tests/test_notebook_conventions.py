@@ -1,5 +1,6 @@
 """Every course notebook follows the conventions in CONTRIBUTING.md (checked statically; nbval executes them)."""
 
+import io
 import json
 import re
 from pathlib import Path
@@ -71,3 +72,62 @@ class TestNotebook:
         code = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "code")
         assert not re.search(r"(filterwarnings|simplefilter)\(\s*[\"']ignore[\"']\s*\)", code)
         assert "except:" not in code and not re.search(r"except Exception:\s*\n\s*pass", code)
+
+
+# --- checks on the code as Python: no catch-all handlers, no unused imports ------------------------------------
+
+#: Notebooks that still break the two checks below, with the reason; the marks are not strict, so a fix passes.
+KNOWN_VIOLATIONS = {
+    "06_choosing_a_route": "06 is reworked on another branch: its pt2e cell catches `except Exception` around "
+                           "prepare_pt2e, and it imports torch without using it",
+}
+CATCH_ALL = re.compile(r"^\s*except\s*\(?\s*(?:[\w.]+\s*,\s*)*(?:Base)?Exception\b", re.M)
+
+
+def with_known_violations(paths):
+    return [pytest.param(p, marks=pytest.mark.xfail(strict=False, reason=KNOWN_VIOLATIONS[p.stem]))
+            if p.stem in KNOWN_VIOLATIONS else p for p in paths]
+
+
+def code_of(path) -> str:
+    """The notebook's code cells as one Python script, without IPython magics and shell lines (``%``, ``!``)."""
+    lines = []
+    for c in cells(path):
+        if c["cell_type"] == "code":
+            lines += [line for line in source(c).splitlines() if not line.lstrip().startswith(("%", "!"))] + [""]
+    return "\n".join(lines)
+
+
+def unused_imports(code: str, name: str = "notebook.py") -> list[str]:
+    """pyflakes' "imported but unused" reports for ``code``; a syntax error fails the test (nothing would be checked)."""
+    from pyflakes.api import check
+    from pyflakes.reporter import Reporter
+
+    found, errors = io.StringIO(), io.StringIO()
+    check(code, name, Reporter(found, errors))
+    assert not errors.getvalue(), f"{name} does not parse as Python: {errors.getvalue()}"
+    return [line for line in found.getvalue().splitlines() if "imported but unused" in line]
+
+
+def test_the_checks_catch_what_they_look_for():
+    assert unused_imports("import os\nimport re\nfrom pathlib import Path\nre.compile('x')\n") == [
+        "notebook.py:1:1: 'os' imported but unused", "notebook.py:3:1: 'pathlib.Path' imported but unused"]
+    assert unused_imports("import os\nprint(os.sep)\n") == []
+    for caught in ("except Exception:", "    except Exception as exc:", "except (ValueError, Exception) as e:",
+                   "except BaseException:"):
+        assert CATCH_ALL.search(caught), caught
+    for narrow in ("except RuntimeError as exc:", "except persistence.PersistenceError as exc:",
+                   "except (AttributeError, RuntimeError) as exc:", "# a comment about except Exception"):
+        assert not CATCH_ALL.search(narrow), narrow
+
+
+@pytest.mark.parametrize("path", with_known_violations(NOTEBOOKS), ids=lambda p: p.stem)
+def test_no_catch_all_exception_handlers(path):
+    """A pitfall cell catches the exception the pitfall raises, by name (CONTRIBUTING: catch it narrowly)."""
+    found = [m.group(0).strip() for m in CATCH_ALL.finditer(code_of(path))]
+    assert not found, f"catch the specific exception instead of: {found}"
+
+
+@pytest.mark.parametrize("path", with_known_violations(NOTEBOOKS), ids=lambda p: p.stem)
+def test_no_unused_imports(path):
+    assert not unused_imports(code_of(path), path.stem + ".py")

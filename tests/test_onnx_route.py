@@ -1,14 +1,20 @@
-"""Tests of helpers.onnx_route on a tiny randomly initialised BERT (2 layers, hidden 32), so they run in seconds."""
+"""Tests of helpers.onnx_route on the shared tiny randomly initialised BERT (2 layers, hidden 32), so they run in
+seconds."""
 
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
 
-from helpers import measure, models
+from helpers import finetune, measure
 from helpers import onnx_route as R
+from helpers.data import Split
 
 MAX_LEN = 16
 TEXTS = ["a gripping, beautifully shot film", "dull and far too long", "fine", "the worst movie of the year",
@@ -16,30 +22,18 @@ TEXTS = ["a gripping, beautifully shot film", "dull and far too long", "fine", "
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return models.load_tokenizer()
+def tiny_model(make_tiny_bert):
+    """The shared tiny BERT (course vocabulary, 2 layers, hidden 32) with 4 attention heads, logits scaled apart."""
+    return make_tiny_bert(logit_scale=20.0, num_attention_heads=4)
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tokenizer):
-    from transformers import BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=2)
-    model = BertForSequenceClassification(config).eval()
-    with torch.no_grad():  # make the two logits differ clearly, so argmax agreement is a meaningful check
-        model.classifier.weight.mul_(20)
-    return model
-
-
-@pytest.fixture(scope="module")
-def exported(tiny_model, tokenizer, tmp_path_factory):
+def exported(tiny_model, course_tokenizer, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=R.LEGACY_EXPORTER_WARNING, category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-        return R.export_classifier(tiny_model, tokenizer, path, MAX_LEN)
+        return R.export_classifier(tiny_model, course_tokenizer, path, MAX_LEN)
 
 
 def torch_logits(model, tokenizer, texts, max_len):
@@ -59,56 +53,80 @@ def test_export_has_dynamic_batch_and_sequence_axes(exported):
 
 
 @pytest.mark.parametrize("batch, seq", [(1, MAX_LEN), (5, MAX_LEN), (3, 9)])
-def test_ort_matches_torch_at_other_shapes(exported, tiny_model, tokenizer, batch, seq):
+def test_ort_matches_torch_at_other_shapes(exported, tiny_model, course_tokenizer, batch, seq):
     session = R.make_session(exported, threads=1)
     texts = (TEXTS * 2)[:batch]
-    got = R.run_logits(session, tokenizer, texts, seq, batch_size=2)
-    want = torch_logits(tiny_model, tokenizer, texts, seq)
+    got = R.run_logits(session, course_tokenizer, texts, seq, batch_size=2)
+    want = torch_logits(tiny_model, course_tokenizer, texts, seq)
     assert got.shape == (batch, 2)
     assert measure.max_abs_diff(got, want) < 1e-4
 
 
-def test_check_equivalence_reports_diff_and_agreement(exported, tiny_model, tokenizer):
-    eq = R.check_equivalence(tiny_model, R.make_session(exported, threads=1), tokenizer, TEXTS, MAX_LEN, batch_size=4)
+def test_check_equivalence_reports_diff_and_agreement(exported, tiny_model, course_tokenizer):
+    eq = R.check_equivalence(tiny_model, R.make_session(exported, threads=1), course_tokenizer, TEXTS, MAX_LEN, batch_size=4)
     assert eq["n"] == len(TEXTS)
     assert eq["max_abs_diff"] < 1e-4 and eq["agreement"] == 1.0
 
 
-def test_export_reuses_identical_and_replaces_changed(exported, tiny_model, tokenizer):
+def test_export_reuses_identical_and_replaces_changed(exported, tiny_model, course_tokenizer):
     before = exported.stat().st_mtime_ns
-    assert R.export_classifier(tiny_model, tokenizer, exported, MAX_LEN) == exported
+    assert R.export_classifier(tiny_model, course_tokenizer, exported, MAX_LEN) == exported
     assert exported.stat().st_mtime_ns == before  # same weights and settings: reused, not rewritten
     assert R.artifact_meta(exported)["max_len"] == MAX_LEN
     other = exported.with_name("other.onnx")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        R.export_classifier(tiny_model, tokenizer, other, MAX_LEN + 8)
+        R.export_classifier(tiny_model, course_tokenizer, other, MAX_LEN + 8)
     assert R.artifact_meta(other)["max_len"] == MAX_LEN + 8
     assert not list(exported.parent.glob(".stage-*"))  # no staging folders left behind
 
 
-def test_export_with_sdpa_attention_restores_model(tiny_model, tokenizer, tmp_path):
+def test_export_with_sdpa_attention_restores_model(tiny_model, course_tokenizer, tmp_path):
     before = tiny_model.config._attn_implementation
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        R.export_classifier(tiny_model, tokenizer, tmp_path / "m.onnx", MAX_LEN, attn_implementation="eager")
+        R.export_classifier(tiny_model, course_tokenizer, tmp_path / "m.onnx", MAX_LEN, attn_implementation="eager")
     assert tiny_model.config._attn_implementation == before
 
 
-def test_dynamo_export_writes_external_data(tiny_model, tokenizer, tmp_path):
-    path = R.export_classifier(tiny_model, tokenizer, tmp_path / "dyn.onnx", MAX_LEN, exporter="dynamo")
+def test_dynamo_export_writes_external_data(tiny_model, course_tokenizer, tmp_path):
+    path = R.export_classifier(tiny_model, course_tokenizer, tmp_path / "dyn.onnx", MAX_LEN, exporter="dynamo")
     files = [p.name for p in measure.onnx_files(path)]
     assert files == ["dyn.onnx", "dyn.onnx.data"]
     assert measure.size_on_disk(path) > path.stat().st_size
-    got = R.run_logits(R.make_session(path, threads=1), tokenizer, TEXTS[:3], 11)
-    assert measure.max_abs_diff(got, torch_logits(tiny_model, tokenizer, TEXTS[:3], 11)) < 1e-4
+    got = R.run_logits(R.make_session(path, threads=1), course_tokenizer, TEXTS[:3], 11)
+    assert measure.max_abs_diff(got, torch_logits(tiny_model, course_tokenizer, TEXTS[:3], 11)) < 1e-4
+    (tmp_path / "dyn.onnx.data").rename(tmp_path / "elsewhere.data")  # the .onnx file copied without its weights
+    with pytest.raises(FileNotFoundError, match=r"keeps its weights in \['dyn.onnx.data'\]"):
+        R.make_session(path)
+    with pytest.raises(FileNotFoundError, match="copy the external-data files"):
+        R.quantize_dynamic_variant(path, tmp_path / "q.onnx")
 
 
-def test_export_rejects_bad_arguments(tiny_model, tokenizer, tmp_path):
+def test_logits_only_takes_positional_inputs_and_returns_the_logits(tiny_model, course_tokenizer):
+    enc = finetune.encode(course_tokenizer, TEXTS[:3], MAX_LEN)
+    wrapped = R.LogitsOnly(tiny_model).eval()
+    with torch.no_grad():
+        got = wrapped(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        assert isinstance(got, torch.Tensor) and torch.equal(got, tiny_model(**enc).logits)
+        # inputs passed as None are left out of the call, so the model's defaults apply (no mask: attend everywhere)
+        assert torch.equal(wrapped(enc["input_ids"]), tiny_model(input_ids=enc["input_ids"]).logits)
+        assert not torch.equal(wrapped(enc["input_ids"]), got)  # the padding mask did matter above
+
+
+def test_importing_the_package_loads_neither_onnx_nor_onnxruntime():
+    code = "import sys, helpers.onnx_route; print([m for m in ('onnx', 'onnxruntime') if m in sys.modules])"
+    root = str(Path(__file__).resolve().parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": root})
+    assert out.stdout.strip() == "[]"
+
+
+def test_export_rejects_bad_arguments(tiny_model, course_tokenizer, tmp_path):
     with pytest.raises(R.OnnxRouteError, match="exporter must be one of"):
-        R.export_classifier(tiny_model, tokenizer, tmp_path / "m.onnx", MAX_LEN, exporter="tflite")
+        R.export_classifier(tiny_model, course_tokenizer, tmp_path / "m.onnx", MAX_LEN, exporter="tflite")
     with pytest.raises(R.OnnxRouteError, match="must end in .onnx"):
-        R.export_classifier(tiny_model, tokenizer, tmp_path / "m.bin", MAX_LEN)
+        R.export_classifier(tiny_model, course_tokenizer, tmp_path / "m.bin", MAX_LEN)
 
 
 def test_artifact_dir_is_keyed_by_weights(tiny_model, tmp_path):
@@ -152,33 +170,17 @@ def test_session_options_are_explicit(exported):
         R.make_session(exported, threads=0)
 
 
-def test_run_logits_rejects_empty_input(exported, tokenizer):
+def test_run_logits_rejects_empty_input(exported, course_tokenizer):
     session = R.make_session(exported, threads=1)
     with pytest.raises(R.OnnxRouteError, match="no texts"):
-        R.run_logits(session, tokenizer, [], MAX_LEN)
+        R.run_logits(session, course_tokenizer, [], MAX_LEN)
     with pytest.raises(R.OnnxRouteError, match="batch_size must be"):
-        R.run_logits(session, tokenizer, TEXTS, MAX_LEN, batch_size=0)
-
-
-def test_benchmark_reports_latency_accuracy_agreement(exported, tokenizer):
-    from helpers.data import Split
-
-    split = Split(TEXTS, [1, 0, 1, 0, 1, 0])
-    session = R.make_session(exported, threads=1)
-    ref = R.run_logits(session, tokenizer, TEXTS, MAX_LEN).argmax(1)
-    res = R.benchmark(session, tokenizer, split, MAX_LEN, batch_sizes=(1, 4), runs=3, warmup=1,
-                      reference_predictions=ref)
-    assert set(res["latency"]) == {1, 4}
-    for lat in res["latency"].values():
-        assert isinstance(lat, measure.Latency)
-        assert lat.threads == 1 and lat.runs == 3 and 0 < lat.p10_ms <= lat.median_ms <= lat.p90_ms
-    assert res["agreement"] == 1.0
-    assert res["accuracy"] == pytest.approx(measure.accuracy(ref, split.labels))
+        R.run_logits(session, course_tokenizer, TEXTS, MAX_LEN, batch_size=0)
 
 
 # --- optimize, pre-process, quantize --------------------------------------------------------------------------
 
-def test_optimizer_fuses_attention_of_eager_torchscript_export(exported, tmp_path, tokenizer, tiny_model):
+def test_optimizer_fuses_attention_of_eager_torchscript_export(exported, tmp_path, course_tokenizer, tiny_model):
     out, stats = R.optimize_bert(exported, tmp_path / "opt.onnx", num_heads=4, hidden_size=32)
     fired = R.fusion_summary(stats)
     assert fired.get("Attention") == 2  # one per layer
@@ -190,8 +192,8 @@ def test_optimizer_fuses_attention_of_eager_torchscript_export(exported, tmp_pat
     assert all(v > 0 for v in fired.values())
     ops = R.graph_summary(out)["ops"]
     assert ops.get("Attention") == 2 and "Softmax" not in ops
-    got = R.run_logits(R.make_session(out, threads=1), tokenizer, TEXTS, MAX_LEN)
-    assert measure.max_abs_diff(got, torch_logits(tiny_model, tokenizer, TEXTS, MAX_LEN)) < 1e-4
+    got = R.run_logits(R.make_session(out, threads=1), course_tokenizer, TEXTS, MAX_LEN)
+    assert measure.max_abs_diff(got, torch_logits(tiny_model, course_tokenizer, TEXTS, MAX_LEN)) < 1e-4
     with pytest.raises(R.OnnxRouteError, match="not a multiple"):
         R.optimize_bert(exported, tmp_path / "opt2.onnx", num_heads=5, hidden_size=32)
 
@@ -212,14 +214,14 @@ def test_preprocess_records_shape_inference(preprocessed):
 
 @pytest.mark.parametrize("weight_type, per_channel, reduce_range",
                          [("QInt8", False, False), ("QUInt8", True, True)])
-def test_dynamic_quantization_variants(preprocessed, tmp_path, tokenizer, weight_type, per_channel, reduce_range):
+def test_dynamic_quantization_variants(preprocessed, tmp_path, course_tokenizer, weight_type, per_channel, reduce_range):
     out = R.quantize_dynamic_variant(preprocessed, tmp_path / "dyn.onnx", weight_type, per_channel, reduce_range)
     ops = R.graph_summary(out)["ops"]
     assert "DynamicQuantizeLinear" in ops or "QAttention" in ops
     assert "QAttention" in ops  # the fused attention has an int8 kernel
     assert measure.size_on_disk(out) < 0.5 * measure.size_on_disk(preprocessed)
-    fp32 = R.run_logits(R.make_session(preprocessed, threads=1), tokenizer, TEXTS, MAX_LEN)
-    int8 = R.run_logits(R.make_session(out, threads=1), tokenizer, TEXTS, MAX_LEN)
+    fp32 = R.run_logits(R.make_session(preprocessed, threads=1), course_tokenizer, TEXTS, MAX_LEN)
+    int8 = R.run_logits(R.make_session(out, threads=1), course_tokenizer, TEXTS, MAX_LEN)
     assert measure.max_abs_diff(fp32, int8) < 0.25 * fp32.abs().max().item()
     meta = R.artifact_meta(out)
     assert (meta["weight_type"], meta["per_channel"], meta["reduce_range"]) == (weight_type, per_channel, reduce_range)
@@ -228,7 +230,7 @@ def test_dynamic_quantization_variants(preprocessed, tmp_path, tokenizer, weight
 
 
 @pytest.mark.parametrize("layers, blockwise, integer", [("all", 6, 0), ("ffn", 4, 2)])
-def test_blockwise_variant_quantizes_the_chosen_matmuls(preprocessed, tmp_path, tokenizer, layers, blockwise, integer):
+def test_blockwise_variant_quantizes_the_chosen_matmuls(preprocessed, tmp_path, course_tokenizer, layers, blockwise, integer):
     import logging
 
     root = logging.getLogger()
@@ -244,8 +246,8 @@ def test_blockwise_variant_quantizes_the_chosen_matmuls(preprocessed, tmp_path, 
     assert ops.get("QAttention") == 2 and ops.get("QEmbedLayerNormalization") == 1
     assert sorted(p.name for p in out.parent.iterdir()) == ["bw.onnx", "bw.onnx.json"]  # no stage files left
     assert measure.size_on_disk(out) < 0.5 * measure.size_on_disk(preprocessed)
-    fp32 = R.run_logits(R.make_session(preprocessed, threads=1), tokenizer, TEXTS, MAX_LEN)
-    int8 = R.run_logits(R.make_session(out, threads=1), tokenizer, TEXTS, MAX_LEN)
+    fp32 = R.run_logits(R.make_session(preprocessed, threads=1), course_tokenizer, TEXTS, MAX_LEN)
+    int8 = R.run_logits(R.make_session(out, threads=1), course_tokenizer, TEXTS, MAX_LEN)
     assert measure.max_abs_diff(fp32, int8) < 0.25 * fp32.abs().max().item()
     assert (R.artifact_meta(out)["block_size"], R.artifact_meta(out)["layers"]) == (16, layers)
     before = out.stat().st_mtime_ns
@@ -257,6 +259,30 @@ def test_blockwise_variant_quantizes_the_chosen_matmuls(preprocessed, tmp_path, 
         R.quantize_blockwise_variant(preprocessed, tmp_path / "x.onnx", layers="attention")
 
 
+def test_score_variant_times_the_build_and_scores_the_model(preprocessed, tmp_path, course_tokenizer):
+    split = Split(TEXTS, [1, 0, 1, 0, 1, 0])
+    fp32 = R.run_logits(R.make_session(preprocessed, threads=1), course_tokenizer, TEXTS, MAX_LEN).argmax(1)
+    calls = []
+
+    def build():
+        calls.append("built")
+        return R.quantize_dynamic_variant(preprocessed, tmp_path / "dyn.onnx", "QInt8", per_channel=True)
+
+    path, row = R.score_variant("int8 per-channel", build, course_tokenizer, split, MAX_LEN, fp32,
+                                fp32_bytes=measure.size_on_disk(preprocessed), ops=("QAttention", "MatMulNBits"),
+                                weight_type="QInt8")
+    assert calls == ["built"] and path == tmp_path / "dyn.onnx"
+    assert list(row) == ["variant", "weight_type", "size MB", "x fp32 size", "QAttention", "MatMulNBits", "accuracy",
+                         "agreement", "build s"]
+    assert (row["variant"], row["weight_type"], row["QAttention"], row["MatMulNBits"]) == ("int8 per-channel", "QInt8",
+                                                                                           2, 0)
+    assert row["size MB"] == pytest.approx(measure.mb(measure.size_on_disk(path)))
+    assert row["x fp32 size"] == pytest.approx(measure.size_on_disk(path) / measure.size_on_disk(preprocessed))
+    scores = R.evaluate(R.make_session(path), course_tokenizer, split, MAX_LEN, reference_predictions=fp32)
+    assert (row["accuracy"], row["agreement"]) == (scores["accuracy"], scores["agreement"])
+    assert row["build s"] > 0
+
+
 def test_ffn_matmuls_are_told_apart_from_attention():
     assert R.is_ffn_matmul("/model/bert/encoder/layer.0/intermediate/dense/MatMul")
     assert R.is_ffn_matmul("/model/bert/encoder/layer.5/output/dense/MatMul")
@@ -265,43 +291,43 @@ def test_ffn_matmuls_are_told_apart_from_attention():
 
 
 def test_blockwise_variant_explains_a_graph_without_ffn(exported, tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "is_ffn_matmul", lambda name: False)
+    monkeypatch.setattr("helpers.onnx_route.quantize.is_ffn_matmul", lambda name: False)
     with pytest.raises(R.OnnxRouteError, match="no feed-forward MatMul nodes"):
         R.quantize_blockwise_variant(exported, tmp_path / "x.onnx", layers="ffn")
 
 
-def test_calibration_reader_yields_feeds_and_rewinds(tokenizer):
+def test_calibration_reader_yields_feeds_and_rewinds(course_tokenizer):
     from onnxruntime.quantization import CalibrationDataReader
 
-    reader = R.CalibrationReader(tokenizer, TEXTS[:5], MAX_LEN, batch_size=2)
+    reader = R.CalibrationReader(course_tokenizer, TEXTS[:5], MAX_LEN, batch_size=2)
     assert isinstance(reader, CalibrationDataReader)
     assert len(reader) == 3
     batches = [reader.get_next() for _ in range(3)]
     assert reader.get_next() is None
     assert [b["input_ids"].shape for b in batches] == [(2, MAX_LEN), (2, MAX_LEN), (1, MAX_LEN)]
     assert all(set(b) == set(R.INPUT_NAMES) and all(a.dtype == np.int64 for a in b.values()) for b in batches)
-    expected = tokenizer(TEXTS[:2], padding="max_length", max_length=MAX_LEN, truncation=True)["input_ids"]
+    expected = course_tokenizer(TEXTS[:2], padding="max_length", max_length=MAX_LEN, truncation=True)["input_ids"]
     assert batches[0]["input_ids"].tolist() == expected
     reader.rewind()
     assert reader.get_next()["input_ids"].tolist() == expected
     assert len(list(reader)) == 3  # iterating rewinds first
     with pytest.raises(R.OnnxRouteError, match="at least one sentence"):
-        R.CalibrationReader(tokenizer, [], MAX_LEN)
+        R.CalibrationReader(course_tokenizer, [], MAX_LEN)
 
 
-def test_static_quantization_qdq(exported, tmp_path, tokenizer, monkeypatch):
+def test_static_quantization_qdq(exported, tmp_path, course_tokenizer, monkeypatch):
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
     pre = R.preprocess(exported, tmp_path / "pre.onnx")
     assert R.artifact_meta(pre)["symbolic_shape"] is False  # the unfused graph needs the fallback
     assert list(work.iterdir()) == []  # ORT's dump of the failed symbolic shape inference went elsewhere
-    reader = R.CalibrationReader(tokenizer, TEXTS, MAX_LEN, batch_size=3)
+    reader = R.CalibrationReader(course_tokenizer, TEXTS, MAX_LEN, batch_size=3)
     out = R.quantize_static_variant(pre, tmp_path / "static.onnx", reader, method="MinMax", quant_format="QDQ")
     ops = R.graph_summary(out)["ops"]
     assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
-    fp32 = R.run_logits(R.make_session(pre, threads=1), tokenizer, TEXTS, MAX_LEN)
-    int8 = R.run_logits(R.make_session(out, threads=1), tokenizer, TEXTS, MAX_LEN)
+    fp32 = R.run_logits(R.make_session(pre, threads=1), course_tokenizer, TEXTS, MAX_LEN)
+    int8 = R.run_logits(R.make_session(out, threads=1), course_tokenizer, TEXTS, MAX_LEN)
     assert measure.max_abs_diff(fp32, int8) < 0.25 * fp32.abs().max().item()
     with pytest.raises(R.OnnxRouteError, match="method must be one of"):
         R.quantize_static_variant(pre, tmp_path / "s2.onnx", reader, method="Average")
@@ -309,28 +335,28 @@ def test_static_quantization_qdq(exported, tmp_path, tokenizer, monkeypatch):
         R.quantize_static_variant(pre, tmp_path / "s3.onnx", reader, quant_format="QLinear")
 
 
-def test_best_int8_builds_the_recommended_recipe_once(tiny_model, tokenizer, tmp_path):
+def test_best_int8_builds_the_recommended_recipe_once(tiny_model, course_tokenizer, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path = R.best_int8(tiny_model, tokenizer, MAX_LEN, root=tmp_path)
+        path = R.best_int8(tiny_model, course_tokenizer, MAX_LEN, root=tmp_path)
     assert path.parent == R.artifact_dir(tiny_model, MAX_LEN, root=tmp_path)
     meta = R.artifact_meta(path)
     assert all(meta[k] == v for k, v in R.BEST_INT8_RECIPE.items())
     assert "QAttention" in R.graph_summary(path)["ops"]
     before = path.stat().st_mtime_ns
-    assert R.best_int8(tiny_model, tokenizer, MAX_LEN, root=tmp_path) == path
+    assert R.best_int8(tiny_model, course_tokenizer, MAX_LEN, root=tmp_path) == path
     assert path.stat().st_mtime_ns == before  # reused, not rebuilt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        dynamic = R.build_recipe(R.DYNAMIC_INT8_RECIPE, tiny_model, tokenizer, MAX_LEN, root=tmp_path)
+        dynamic = R.build_recipe(R.DYNAMIC_INT8_RECIPE, tiny_model, course_tokenizer, MAX_LEN, root=tmp_path)
     assert dynamic.parent == path.parent and dynamic != path
     assert "MatMulNBits" not in R.graph_summary(dynamic)["ops"]
     with pytest.raises(R.OnnxRouteError, match="recipe kind must be one of"):
-        R.build_recipe({"kind": "static"}, tiny_model, tokenizer, MAX_LEN, root=tmp_path)
+        R.build_recipe({"kind": "static"}, tiny_model, course_tokenizer, MAX_LEN, root=tmp_path)
 
 
-def test_optimizer_explains_unfused_attention_of_dynamo_export(tiny_model, tokenizer, tmp_path):
-    path = R.export_classifier(tiny_model, tokenizer, tmp_path / "dyn.onnx", MAX_LEN, exporter="dynamo")
+def test_optimizer_explains_unfused_attention_of_dynamo_export(tiny_model, course_tokenizer, tmp_path):
+    path = R.export_classifier(tiny_model, course_tokenizer, tmp_path / "dyn.onnx", MAX_LEN, exporter="dynamo")
     out, stats = R.optimize_bert(path, tmp_path / "dyn.opt.onnx", num_heads=4, hidden_size=32)
     assert stats["Attention"] == 0
     assert R.attention_fusion_misses(out) == {"fuse_attention: failed to match mask path": 2}

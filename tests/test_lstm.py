@@ -5,51 +5,51 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import engine, measure, text
+from helpers import engine, lstm, measure
 
 
 def test_tokenize_lowercases_and_splits_punctuation():
-    assert text.tokenize("It's a GREAT film, isn't it?!") == ["it's", "a", "great", "film", ",", "isn't", "it", "?",
+    assert lstm.tokenize("It's a GREAT film, isn't it?!") == ["it's", "a", "great", "film", ",", "isn't", "it", "?",
                                                               "!"]
-    assert text.tokenize("   ") == []
+    assert lstm.tokenize("   ") == []
     with pytest.raises(TypeError, match="expects a string"):
-        text.tokenize(None)
+        lstm.tokenize(None)
 
 
 def test_vocab_build_counts_and_orders_words():
-    vocab = text.Vocab.build(["b a a", "c a b", "d"], min_freq=2)
+    vocab = lstm.Vocab.build(["b a a", "c a b", "d"], min_freq=2)
     assert vocab.itos == ["<pad>", "<unk>", "a", "b"]  # a (3) before b (2); c, d seen once are dropped
     assert len(vocab) == 4 and "a" in vocab and "c" not in vocab
-    assert text.Vocab.build(["b a a", "c a b", "d"], min_freq=1, max_size=3).itos == ["<pad>", "<unk>", "a", "b", "c"]
+    assert lstm.Vocab.build(["b a a", "c a b", "d"], min_freq=1, max_size=3).itos == ["<pad>", "<unk>", "a", "b", "c"]
 
 
 def test_vocab_maps_unknown_words_to_unk():
-    vocab = text.Vocab.build(["good movie", "good film", "bad movie"], min_freq=2)
-    assert vocab.encode("Good MOVIE, awful") == [vocab.stoi["good"], vocab.stoi["movie"], text.UNK_ID, text.UNK_ID]
+    vocab = lstm.Vocab.build(["good movie", "good film", "bad movie"], min_freq=2)
+    assert vocab.encode("Good MOVIE, awful") == [vocab.stoi["good"], vocab.stoi["movie"], lstm.UNK_ID, lstm.UNK_ID]
     assert vocab.unknown_rate(["good awful"]) == pytest.approx(0.5)
     assert vocab.decode(vocab.encode("good movie")) == ["good", "movie"]
 
 
 def test_encode_batch_pads_right_and_truncates():
-    vocab = text.Vocab.build(["one two three four", "one two three four"])
+    vocab = lstm.Vocab.build(["one two three four", "one two three four"])
     ids = vocab.encode_batch(["one two three four", "two", ""], max_len=3)
     assert ids.dtype == torch.long and ids.shape == (3, 3)
     assert ids[0].tolist() == [vocab.stoi[w] for w in ("one", "two", "three")]  # truncated
-    assert ids[1].tolist() == [vocab.stoi["two"], text.PAD_ID, text.PAD_ID]  # padded on the right
-    assert ids[2].tolist() == [text.UNK_ID, text.PAD_ID, text.PAD_ID]  # an empty text still has length 1
+    assert ids[1].tolist() == [vocab.stoi["two"], lstm.PAD_ID, lstm.PAD_ID]  # padded on the right
+    assert ids[2].tolist() == [lstm.UNK_ID, lstm.PAD_ID, lstm.PAD_ID]  # an empty text still has length 1
     assert vocab.encode_batch(["one", "one two"]).shape == (2, 2)  # no max_len: pad to the longest row
 
 
 def test_vocab_bad_input_errors():
     with pytest.raises(ValueError, match="no texts"):
-        text.Vocab.build([])
+        lstm.Vocab.build([])
     with pytest.raises(TypeError, match="single string"):
-        text.Vocab.build("a whole review")
+        lstm.Vocab.build("a whole review")
     with pytest.raises(ValueError, match="min_freq"):
-        text.Vocab.build(["a"], min_freq=0)
+        lstm.Vocab.build(["a"], min_freq=0)
     with pytest.raises(ValueError, match="must start with"):
-        text.Vocab(["a", "b"])
-    vocab = text.Vocab.build(["a a"])
+        lstm.Vocab(["a", "b"])
+    vocab = lstm.Vocab.build(["a a"])
     with pytest.raises(ValueError, match="max_len"):
         vocab.encode_batch(["a"], max_len=0)
     with pytest.raises(TypeError, match="single string"):
@@ -60,7 +60,7 @@ def test_vocab_bad_input_errors():
 
 def test_classifier_shapes_and_padding_invariance():
     torch.manual_seed(0)
-    model = text.LSTMClassifier(vocab_size=20, embed_dim=8, hidden=16, layers=2, num_classes=3).eval()
+    model = lstm.LSTMClassifier(vocab_size=20, embed_dim=8, hidden=16, layers=2, num_classes=3).eval()
     assert isinstance(model.embedding, nn.Embedding) and model.lstm.num_layers == 2
     short, long = torch.tensor([[5, 6, 7]]), torch.tensor([[2, 3, 4, 5, 6, 7]])
     batch = torch.tensor([[5, 6, 7, 0, 0, 0], [2, 3, 4, 5, 6, 7]])
@@ -73,7 +73,7 @@ def test_classifier_shapes_and_padding_invariance():
 
 
 def test_classifier_bad_input_errors():
-    model = text.LSTMClassifier(vocab_size=10, embed_dim=4, hidden=4)
+    model = lstm.LSTMClassifier(vocab_size=10, embed_dim=4, hidden=4)
     with pytest.raises(ValueError, match=r"\[batch, T\] long tensor"):
         model(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="long tensor"):
@@ -81,9 +81,9 @@ def test_classifier_bad_input_errors():
     with pytest.raises(ValueError, match="built for this vocabulary"):
         model(torch.tensor([[1, 10]]))
     with pytest.raises(ValueError, match="hidden must be >= 1"):
-        text.LSTMClassifier(vocab_size=10, hidden=0)
+        lstm.LSTMClassifier(vocab_size=10, hidden=0)
     with pytest.raises(ValueError, match="num_classes"):
-        text.LSTMClassifier(vocab_size=10, num_classes=1)
+        lstm.LSTMClassifier(vocab_size=10, num_classes=1)
 
 
 def _synthetic(n, seed):
@@ -103,14 +103,14 @@ def _synthetic(n, seed):
 def test_short_training_run_beats_chance_on_an_easy_task():
     train_texts, train_labels = _synthetic(400, 0)
     val_texts, val_labels = _synthetic(200, 1)
-    vocab = text.Vocab.build(train_texts)
-    cfg = text.LSTMConfig(embed_dim=16, hidden=32, dropout=0.0, max_epochs=8, patience=8, lr=1e-2, batch_size=32)
-    model = text.build_classifier(vocab, cfg)
+    vocab = lstm.Vocab.build(train_texts)
+    cfg = lstm.LSTMConfig(embed_dim=16, hidden=32, dropout=0.0, max_epochs=8, patience=8, lr=1e-2, batch_size=32)
+    model = lstm.build_classifier(vocab, cfg)
     val_ids = vocab.encode_batch(val_texts)
-    history = text.train(model, vocab.encode_batch(train_texts), train_labels, val_ids, val_labels, cfg,
+    history = lstm.train(model, vocab.encode_batch(train_texts), train_labels, val_ids, val_labels, cfg,
                          progress=False)
     assert 1 <= len(history) <= 8 and {"epoch", "train_loss", "val_accuracy", "seconds"} <= set(history[0])
-    preds = text.predict(model, val_ids, batch_size=64).argmax(dim=1)
+    preds = lstm.predict(model, val_ids, batch_size=64).argmax(dim=1)
     acc = measure.accuracy(preds, val_labels)
     assert acc >= 0.9, f"the LSTM should learn 'good' vs 'bad' easily, got accuracy {acc:.2f}"
     # the weights kept are those of the best validation epoch
@@ -119,23 +119,27 @@ def test_short_training_run_beats_chance_on_an_easy_task():
 
 def test_training_respects_early_stopping_and_validates_input():
     texts, labels = _synthetic(64, 2)
-    vocab = text.Vocab.build(texts)
+    vocab = lstm.Vocab.build(texts)
     ids = vocab.encode_batch(texts)
-    cfg = text.LSTMConfig(embed_dim=4, hidden=4, max_epochs=50, patience=1, lr=0.0)  # lr 0: never improves
-    history = text.train(text.build_classifier(vocab, cfg), ids, labels, ids, labels, cfg, progress=False)
+    cfg = lstm.LSTMConfig(embed_dim=4, hidden=4, max_epochs=50, patience=1, lr=0.0)  # lr 0: never improves
+    history = lstm.train(lstm.build_classifier(vocab, cfg), ids, labels, ids, labels, cfg, progress=False)
     assert len(history) == 2  # the first epoch sets the best, the second fails to beat it, patience 1 stops
     with pytest.raises(ValueError, match="differ in length"):
-        text.train(text.build_classifier(vocab, cfg), ids, labels[:-1], ids, labels, cfg, progress=False)
+        lstm.train(lstm.build_classifier(vocab, cfg), ids, labels[:-1], ids, labels, cfg, progress=False)
 
 
 def test_training_restores_the_thread_count():
     texts, labels = _synthetic(32, 3)
-    vocab = text.Vocab.build(texts)
+    vocab = lstm.Vocab.build(texts)
     ids = vocab.encode_batch(texts)
-    cfg = text.LSTMConfig(embed_dim=4, hidden=4, max_epochs=1, threads=1)
-    before = torch.get_num_threads()
-    text.train(text.build_classifier(vocab, cfg), ids, labels, ids, labels, cfg, progress=False)
-    assert torch.get_num_threads() == before
+    cfg = lstm.LSTMConfig(embed_dim=4, hidden=4, max_epochs=1, threads=1)
+    model = lstm.build_classifier(vocab, cfg)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    with measure.num_threads(2):  # not the config's 1: a train() that forgot to restore would leave 1 behind
+        lstm.train(model, ids, labels, ids, labels, cfg, progress=False)
+        assert torch.get_num_threads() == 2
+    assert seen and set(seen) == {1}  # it trained on the config's thread count
 
 
 def test_dynamic_quantization_keeps_predictions_and_leaves_embedding_fp32():
@@ -144,13 +148,13 @@ def test_dynamic_quantization_keeps_predictions_and_leaves_embedding_fp32():
     engine.select_engine()
     deprecations.silence_known()
     texts, labels = _synthetic(64, 4)
-    vocab = text.Vocab.build(texts)
-    cfg = dataclasses.replace(text.SMOKE, embed_dim=16, hidden=64)
-    model = text.build_classifier(vocab, cfg).eval()
+    vocab = lstm.Vocab.build(texts)
+    cfg = dataclasses.replace(lstm.SMOKE, embed_dim=16, hidden=64)
+    model = lstm.build_classifier(vocab, cfg).eval()
     q = torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
     assert type(q.embedding) is nn.Embedding  # no dynamic int8 kernel for a lookup table
     assert type(q.lstm) is torch.ao.nn.quantized.dynamic.LSTM and type(q.fc) is torch.ao.nn.quantized.dynamic.Linear
     ids = vocab.encode_batch(texts)
-    a, b = text.predict(model, ids), text.predict(q, ids)
+    a, b = lstm.predict(model, ids), lstm.predict(q, ids)
     assert a.shape == b.shape == (64, 2)
     assert (a - b).abs().max().item() < 0.05

@@ -1,0 +1,46 @@
+"""The ONNX Runtime route: export a classifier to ONNX, optimize, quantize, and run it with ONNX Runtime.
+
+One module per step of notebook 04 (notebooks 05 and 06 reuse them); every public name is re-exported here, so
+``onnx_route.make_session`` and the like work without naming the module:
+
+- ``export``    1. ``export_classifier``: a Hugging Face sequence classifier to ONNX with dynamic batch and sequence
+                axes (``LogitsOnly`` is the wrapper the exporters take); ``graph_summary``, ``consumers_of_first``.
+- ``session``   2. ``check_equivalence`` (ORT fp32 logits against PyTorch); 7. ``make_session`` with explicit
+                ``SessionOptions``, ``run_logits``, ``evaluate``, ``session_latency`` (a ``helpers.measure.Latency``)
+                and ``score_variant`` (build, then score, one quantized variant).
+- ``optimize``  3. ``optimize_bert``: ONNX Runtime's transformer optimizer; the fused-operator statistics and
+                ``attention_fusion_misses`` (why attention was left unfused).
+- ``quantize``  4. ``preprocess`` (``quant_pre_process``); 5. ``quantize_dynamic_variant`` and
+                ``quantize_blockwise_variant``; 6. ``quantize_static_variant`` with ``CalibrationReader``.
+- ``recipes``   ``prepare`` (steps 1, 3 and 4 in one call), ``BEST_INT8_RECIPE`` / ``DYNAMIC_INT8_RECIPE``,
+                ``build_recipe`` and ``best_int8``.
+
+Files live under ``cache_dir()/onnx/<key>/`` (``artifact_dir``), where the key hashes the classifier's weights and
+the export settings; each file is written atomically beside a sidecar of its settings (``artifact_meta``), and a
+step reuses a file written with the same settings (the private ``_cache`` module). onnx and onnxruntime are
+imported inside the functions that use them, so importing this package does not load them.
+"""
+
+from ._cache import OnnxRouteError, artifact_meta, model_fingerprint
+from .export import (EXPORTERS, INPUT_NAMES, LEGACY_EXPORTER_WARNING, OUTPUT_NAMES, TORCHSCRIPT_OPSET, LogitsOnly,
+                     artifact_dir, consumers_of_first, export_classifier, graph_summary, model_input_names)
+from .optimize import attention_fusion_misses, fusion_summary, optimize_bert
+from .quantize import (BLOCK_SIZES, BLOCKWISE_LAYERS, CALIBRATION_METHODS, CalibrationReader, is_ffn_matmul,
+                       preprocess, quantize_blockwise_variant, quantize_dynamic_variant, quantize_static_variant)
+from .recipes import (BEST_INT8_RECIPE, DYNAMIC_INT8_RECIPE, FP32_FILE, OPTIMIZED_FILE, PREPROCESSED_FILE,
+                      best_int8, blockwise_variant_name, build_recipe, prepare, variant_name)
+from .session import (OPT_LEVELS, check_equivalence, evaluate, make_feeds, make_session, run_logits, score_variant,
+                      session_latency, session_threads)
+
+__all__ = [
+    "OnnxRouteError", "artifact_meta", "model_fingerprint",
+    "EXPORTERS", "INPUT_NAMES", "LEGACY_EXPORTER_WARNING", "OUTPUT_NAMES", "TORCHSCRIPT_OPSET", "LogitsOnly",
+    "artifact_dir", "consumers_of_first", "export_classifier", "graph_summary", "model_input_names",
+    "attention_fusion_misses", "fusion_summary", "optimize_bert",
+    "BLOCK_SIZES", "BLOCKWISE_LAYERS", "CALIBRATION_METHODS", "CalibrationReader", "is_ffn_matmul", "preprocess",
+    "quantize_blockwise_variant", "quantize_dynamic_variant", "quantize_static_variant",
+    "BEST_INT8_RECIPE", "DYNAMIC_INT8_RECIPE", "FP32_FILE", "OPTIMIZED_FILE", "PREPROCESSED_FILE", "best_int8",
+    "blockwise_variant_name", "build_recipe", "prepare", "variant_name",
+    "OPT_LEVELS", "check_equivalence", "evaluate", "make_feeds", "make_session", "run_logits", "score_variant",
+    "session_latency", "session_threads",
+]

@@ -1,0 +1,106 @@
+"""Where the ONNX route's files go and when a step may reuse them (private to ``helpers.onnx_route``).
+
+- Every file is written into a private staging folder beside its destination and moved into place (``staged``), so
+  two runs at once never read a half-written model.
+- Every file has a JSON sidecar ``<file>.json`` holding the settings it was written with (``artifact_meta``); a step
+  reuses a file only when the sidecar matches its settings exactly (``reusable``).
+- ``require_onnx`` is the one check each step runs on its input file before onnx or onnxruntime read it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import torch
+
+from .. import measure
+from ..paths import atomic_write
+
+
+class OnnxRouteError(ValueError):
+    """Bad input to an ONNX route helper (an unknown option, a model without the expected inputs, ...)."""
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A short sha256 of a model's weights (names, shapes and values): the same weights give the same key."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def require_onnx(path: str | os.PathLike) -> Path:
+    """``path`` as a ``Path`` if it holds a readable ONNX model with every external-data file it names beside it.
+
+    A missing file raises ``FileNotFoundError`` and a file that does not parse as ONNX ``ValueError``, each saying
+    what is missing and how to make it, before onnxruntime's terser errors could."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX file at {path}: export the model first (onnx_route.export_classifier, or "
+                                "onnx_route.prepare for the optimized and pre-processed graphs) and pass the path "
+                                "it returns")
+    missing = [p.name for p in measure.onnx_files(path) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"{path.name} keeps its weights in {missing}, which is not beside it in "
+                                f"{path.parent}: copy the external-data files with the .onnx file, or export again")
+    return path
+
+
+@contextlib.contextmanager
+def staged(path: Path):
+    """Yield a path with ``path``'s file name inside a private temporary folder beside it; on success move every
+    file written there into ``path.parent`` (external data first, the ``.onnx`` last), then drop the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stage = path.parent / f".stage-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    stage.mkdir()
+    try:
+        yield stage / path.name
+        files = sorted(stage.iterdir(), key=lambda p: p.name == path.name)
+        if not any(p.name == path.name for p in files):
+            raise OnnxRouteError(f"nothing was written to {path.name}")
+        for p in files:
+            os.replace(p, path.parent / p.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _meta_path(path: Path) -> Path:
+    return Path(path).with_name(Path(path).name + ".json")
+
+
+def artifact_meta(path: str | os.PathLike) -> dict | None:
+    """The settings a helper wrote ``path`` with (the JSON sidecar ``<path>.json``), or None."""
+    try:
+        return json.loads(_meta_path(Path(path)).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_meta(path: Path, meta: dict) -> None:
+    with atomic_write(_meta_path(path)) as tmp:
+        tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
+
+
+def source_meta(path: Path) -> dict | str:
+    """What a derived file records as its source: the source's own settings, or its path if it has none."""
+    return artifact_meta(path) or str(path)
+
+
+def reusable(path: Path, meta: dict) -> bool:
+    """True if ``path`` exists, is readable ONNX, and was written with exactly these settings."""
+    if not Path(path).is_file() or artifact_meta(path) != meta:
+        return False
+    try:
+        require_onnx(path)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True

@@ -70,21 +70,18 @@ def encode(tokenizer, texts: list[str], max_len: int, return_tensors: str = "pt"
                           return_tensors=return_tensors))
 
 
-@torch.inference_mode()
-def predict_logits(model, tokenizer, texts: list[str], max_len: int, batch_size: int = 64, progress: bool = False):
-    """Logits for ``texts``, batch by batch (an ``[n, num_labels]`` float tensor)."""
-    from tqdm.auto import tqdm
+def predict_logits(model, tokenizer, texts: list[str], max_len: int, batch_size: int | None = None,
+                   progress: bool = False):
+    """Logits for ``texts`` (an ``[n, num_labels]`` float tensor), scored the protocol's way:
+    ``helpers.evaluation.predict_logits`` at ``EVAL_BATCH_SIZE`` unless ``batch_size`` is given."""
+    from . import evaluation
 
-    model.eval()
-    out = []
-    starts = range(0, len(texts), batch_size)
-    for i in tqdm(starts, desc="predict", disable=not progress, leave=False):
-        batch = encode(tokenizer, texts[i:i + batch_size], max_len)
-        out.append(model(**batch).logits.float())
-    return torch.cat(out)
+    return evaluation.predict_logits(model, tokenizer, texts, max_len, batch_size or evaluation.EVAL_BATCH_SIZE,
+                                     progress)
 
 
-def evaluate(model, tokenizer, split: data_mod.Split, max_len: int, batch_size: int = 64, progress: bool = False) -> dict:
+def evaluate(model, tokenizer, split: data_mod.Split, max_len: int, batch_size: int | None = None,
+             progress: bool = False) -> dict:
     """Accuracy, predictions and logits of ``model`` on a split."""
     logits = predict_logits(model, tokenizer, split.texts, max_len, batch_size, progress)
     preds = logits.argmax(dim=1)

@@ -28,6 +28,7 @@ import contextlib
 import json
 import os
 import pickle
+import re
 import time
 import warnings
 import zipfile
@@ -56,6 +57,12 @@ PACKED_SUFFIX = "._packed_params._packed_params"
 #: torch 2.13 warns about its own deprecated TypedStorage API while it rebuilds quantized tensors in ``torch.load``;
 #: the call is inside torch (``torch/_utils.py``), not in our code, so we filter exactly that message while loading.
 TYPED_STORAGE_WARNING = r"TypedStorage is deprecated"
+#: How torch's weights-only unpickler words a refusal to import or call code (lower case; torch 2.13's
+#: ``torch/_weights_only_unpickler.py``): a global from a blocked module (``os``/``posix``, ``subprocess``, ...), a
+#: global outside the allow-list, a reduce call, or an object it may not create or build.
+REFUSED_CODE_PHRASES = ("whose module", "unsupported global", "was not an allowed global",
+                        "trying to call reduce for unrecognized function", "can only create new object for",
+                        "can only build tensor, parameter")
 
 
 # --- errors ---------------------------------------------------------------------------------------------------
@@ -101,7 +108,8 @@ class NotQuantizedError(PersistenceError, ValueError):
 
 
 class UnsafeCheckpointError(PersistenceError, ValueError):
-    """The file holds pickled objects that ``torch.load(weights_only=True)`` refuses to run."""
+    """The file holds pickled objects that ``torch.load(weights_only=True)`` refuses to run (a global outside its
+    allow-list, or one from a blocked module such as ``os.system``). The payload is never executed."""
 
 
 # --- the quantization spec ------------------------------------------------------------------------------------
@@ -224,6 +232,21 @@ def quiet_typed_storage():
         yield
 
 
+def refused_code(message: str) -> tuple[str, str | None] | None:
+    """If ``message`` (a ``torch.load(weights_only=True)`` error) says the unpickler refused to import or call
+    something, return ``(the line that says so, the global it names or None)``; otherwise None.
+
+    Matched case-insensitively on torch's own wording (``torch/_weights_only_unpickler.py``, torch 2.13), e.g.
+    "Trying to load unsupported GLOBAL posix.system whose module posix is blocked." or "Unsupported global: GLOBAL
+    __main__.Net was not an allowed global by default."."""
+    for line in message.splitlines():
+        lowered = line.lower()
+        if any(phrase in lowered for phrase in REFUSED_CODE_PHRASES):
+            found = re.search(r"GLOBAL (\S+?)\.?(?:\s|$)", line, flags=re.IGNORECASE)
+            return line.strip(), found.group(1) if found else None
+    return None
+
+
 def load_state_file(path: str | os.PathLike) -> dict:
     """``torch.load(path, weights_only=True, map_location="cpu")`` with errors that say what is wrong with the file."""
     path = Path(path)
@@ -233,13 +256,20 @@ def load_state_file(path: str | os.PathLike) -> dict:
         with quiet_typed_storage():
             state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            reason = next((line.strip() for line in str(exc).splitlines() if "Unsupported global" in line),
-                          "it references a class outside torch's allow-list")
+        unsafe = refused_code(str(exc))
+        if unsafe is not None:
+            reason, name = unsafe
+            what = f"the global {name}" if name else "a Python callable"
+            if "is blocked" in reason.lower():  # os/posix, subprocess, ...: a model file has no business there
+                fix = (f"Do not load it with weights_only=False: that would run {name or 'it'}. Delete the file and "
+                       "get the weights from a source you trust, saved as a state_dict (save_quantized does).")
+            else:
+                fix = ("Save a state_dict instead of the whole module (save_quantized does); load it with "
+                       "weights_only=False only if you fully trust where the file came from.")
             raise UnsafeCheckpointError(
-                f"{path} holds pickled Python objects, not just tensors, and torch.load(weights_only=True) refused to "
-                f"run them ({reason}). Save a state_dict instead of the whole module; load it with "
-                "weights_only=False only if you fully trust where the file came from.") from exc
+                f"{path} holds pickled Python objects, not just tensors: it asks the unpickler for {what}, and "
+                f"torch.load(weights_only=True) refused to run it ({reason}). Nothing in the file was executed. "
+                + fix) from exc
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
         raise CorruptCheckpointError(f"{path} is truncated or not a torch checkpoint (the unpickler read garbage: "
@@ -324,7 +354,9 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptCheckpointError(f"{path} is not valid JSON ({exc}); save the model again") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IncompatibleVersionError(f"{path} is not a {FORMAT} manifest; it was not written by save_quantized")
+        raise IncompatibleVersionError(f"{path} is not a {FORMAT} manifest: it was not written by save_quantized. "
+                                       "Save the model with save_quantized (or load this file with the tool that "
+                                       "wrote it).")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IncompatibleVersionError(f"{path} has manifest format version {manifest.get('format_version')}, this "
                                        f"helper reads version {FORMAT_VERSION}; update the course helpers or re-save")

@@ -1,9 +1,12 @@
 import json
+import os
+import shlex
 
 import pytest
 import torch
 
 from helpers import deprecations, persistence as P
+from helpers.paths import sha256_file
 
 deprecations.silence_known()
 
@@ -231,6 +234,64 @@ def test_pickled_module_is_refused(tmp_path):
     torch.save(q, path)
     with pytest.raises(P.UnsafeCheckpointError, match="weights_only=False only if you fully trust"):
         P.load_state_file(path)
+
+
+class _RunsShellCommand:
+    """Pickles as a call to ``os.system(command)``: what a malicious checkpoint hides in its state_dict."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def _malicious_checkpoint(path, marker):
+    torch.save({"0.weight": torch.zeros(2, 2), "payload": _RunsShellCommand(f"touch {shlex.quote(str(marker))}")}, path)
+
+
+def test_blocked_global_is_unsafe_and_the_payload_never_runs(tmp_path):
+    marker, path = tmp_path / "payload-ran", tmp_path / "quantized_state.pt"
+    _malicious_checkpoint(path, marker)
+    blocked = f"{os.system.__module__}.system"  # posix.system on Linux and macOS
+    with pytest.raises(P.UnsafeCheckpointError) as raised:
+        P.load_state_file(path)
+    message = str(raised.value)
+    assert f"the global {blocked}" in message and "is blocked" in message  # names the global and torch's reason
+    assert f"Do not load it with weights_only=False: that would run {blocked}" in message  # says what to do
+    assert "Nothing in the file was executed" in message
+    assert "truncated" not in message
+    assert not isinstance(raised.value, P.CorruptCheckpointError)
+    assert not marker.exists()
+
+
+def test_blocked_global_behind_a_valid_manifest_is_refused(saved_mlp, tmp_path):
+    _, directory = saved_mlp
+    marker, weights = tmp_path / "payload-ran", directory / P.WEIGHTS_FILE
+    _malicious_checkpoint(weights, marker)
+    manifest = json.loads((directory / P.MANIFEST_FILE).read_text())  # an attacker rewrites the checksum too
+    manifest["files"][P.WEIGHTS_FILE] = {"sha256": sha256_file(weights), "bytes": weights.stat().st_size}
+    (directory / P.MANIFEST_FILE).write_text(json.dumps(manifest))
+    with pytest.raises(P.UnsafeCheckpointError, match="refused to run it"):
+        P.load_quantized(directory, build_mlp)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("message, name", [
+    ("Weights only load failed.\n\nTrying to load unsupported GLOBAL posix.system whose module posix is blocked.",
+     "posix.system"),
+    ("WeightsUnpickler error: Unsupported global: GLOBAL __main__.Net was not an allowed global by default. Please",
+     "__main__.Net"),
+    ("TRYING TO LOAD UNSUPPORTED GLOBAL nt.system WHOSE MODULE nt IS BLOCKED.", "nt.system"),
+    ("Trying to call reduce for unrecognized function <built-in function eval>", None),
+])
+def test_refused_code_reads_torchs_wording(message, name):
+    line, found = P.refused_code(message)
+    assert found == name and line in message
+
+
+def test_garbage_is_not_called_unsafe():
+    assert P.refused_code("Weights only load failed.\n\nUnsupported operand 10") is None
 
 
 def test_checkpoint_kind_and_spec():

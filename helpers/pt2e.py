@@ -3,14 +3,17 @@
 The recipe, each step a library call that the notebook first shows in a cell; these helpers wrap them afterwards
 for sweeps and for ``make bench``:
 
-1. ``model.set_attn_implementation("eager")`` (``eager_attention``): attention as two plain matmuls and a softmax,
-   which the quantizer can see and quantize (SDPA is one opaque op it leaves in fp32).
+1. ``model.set_attn_implementation("eager")`` (``eager_attention``): attention as plain matmuls and a softmax
+   instead of one SDPA op. Not required to compile (SDPA exports and compiles too), and the default config does
+   not quantize those matmuls either (see ``make_quantizer``); ``quantize_static(attention="sdpa")`` keeps SDPA.
 2. ``torch.export.export(ClassifierLogits(model), (input_ids, attention_mask), strict=False)`` (``export``):
-   positional inputs, logits out, **static shapes**: the program serves one (batch, seq).
+   positional inputs, logits out, **static shapes**: the program serves one (batch, seq)
+   (``dynamic_shapes=True``: one program for every shape).
 3. ``X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())`` (``make_quantizer``):
    activations uint8 per tensor, scales fixed from calibration (``HistogramObserver``); weights int8 per output
-   channel (``PerChannelMinMaxObserver``). Variants: the dynamic config, Linear layers only, layers kept in fp32
-   with ``set_module_name_qconfig(name, None)``, another activation observer.
+   channel (``PerChannelMinMaxObserver``); 7-bit activations (``reduce_range``) on CPUs without VNNI. Variants:
+   the dynamic config, Linear layers only, layers kept in fp32 with ``set_module_name_qconfig(name, None)``,
+   another activation observer.
 4. ``prepare_pt2e(graph_module, quantizer)`` inserts observers; ``calibrate`` runs train batches through them;
    ``observer_table`` shows what a few of them saw.
 5. ``convert_pt2e(prepared)`` replaces observers by quantize/dequantize pairs with the scales they chose.
@@ -67,8 +70,9 @@ WRAPPED = "model"
 
 
 def eager_attention(model: nn.Module) -> nn.Module:
-    """``model.set_attn_implementation("eager")``, in place; returns the model. Eager attention is two
-    ``matmul`` ops and a softmax, which ``X86InductorQuantizer`` quantizes; SDPA stays one fp32 op."""
+    """``model.set_attn_implementation("eager")``, in place; returns the model. Attention becomes two ``matmul``
+    ops and a softmax instead of one ``scaled_dot_product_attention`` op; both stay fp32 under the default
+    config (``torch.matmul`` is int8-capable only with ``set_module_type_qconfig(torch.matmul, config)``)."""
     model.set_attn_implementation("eager")
     return model
 
@@ -84,12 +88,21 @@ def positional(batch: dict[str, torch.Tensor] | Sequence[torch.Tensor]) -> tuple
     return input_ids, attention_mask
 
 
-def export(model: nn.Module, example: dict[str, torch.Tensor] | Sequence[torch.Tensor]):
+def export(model: nn.Module, example: dict[str, torch.Tensor] | Sequence[torch.Tensor], dynamic_shapes: bool = False):
     """``torch.export.export(ClassifierLogits(model), (input_ids, attention_mask), strict=False)``: non-strict
-    export (Python runs normally, torch ops are traced), static shapes (the example's batch and seq)."""
+    export (Python runs normally, torch ops are traced), static shapes (the example's batch and seq). With
+    ``dynamic_shapes`` the batch and sequence dimensions are symbolic instead (``torch.export.Dim``; the sequence
+    up to the model's ``max_position_embeddings``), so one program serves every shape (the bench's grid)."""
     wrapped = ClassifierLogits(model).eval()
+    shapes = None
+    if dynamic_shapes:
+        from torch.export import Dim
+
+        longest = getattr(getattr(model, "config", None), "max_position_embeddings", 512)
+        batch, seq = Dim("batch", min=1, max=1024), Dim("seq", min=2, max=longest)
+        shapes = ({0: batch, 1: seq}, {0: batch, 1: seq})
     with torch.no_grad():
-        return torch.export.export(wrapped, positional(example), strict=False)
+        return torch.export.export(wrapped, positional(example), dynamic_shapes=shapes, strict=False)
 
 
 # --- 3: the quantizer -------------------------------------------------------------------------------------------
@@ -136,9 +149,11 @@ def make_quantizer(dynamic: bool = False, observer: str = "histogram", linear_on
                    keep_fp32: Iterable[str] = (), reduce_range: bool | None = None):
     """An ``X86InductorQuantizer``:
 
-    - by default ``set_global(get_default_x86_inductor_quantization_config())``: every op it knows (Linear,
-      the attention matmuls, ...) static int8;
-    - ``linear_only``: ``set_module_type_qconfig(nn.Linear, config)`` instead (attention matmuls stay fp32);
+    - by default ``set_global(get_default_x86_inductor_quantization_config())``: the ops of its default set
+      static int8: ``linear``, ``conv2d`` and element-wise ``mul`` of two same-shape tensors (in BERT: every
+      Linear). ``matmul`` (attention) is int8-capable but not in the default set;
+    - ``linear_only``: ``set_module_type_qconfig(nn.Linear, config)`` instead (the route's old recipe; in BERT
+      the same layers);
     - ``keep_fp32``: module names of the *classifier* (``"bert.encoder.layer.0.output.dense"``) to leave in fp32,
       each with ``set_module_name_qconfig("model." + name, None)`` (the exported program wraps the classifier
       in ``ClassifierLogits``, whose attribute is ``model``);
@@ -229,8 +244,11 @@ def inductor_freezing():
     dequantize -> linear into ``onednn.qlinear_prepack(weight)`` + ``onednn.qlinear_pointwise``, but the prepack
     can no longer be folded away at compile time, and Inductor fails on it
     (``UnsupportedOperatorException: onednn.qlinear_prepack.default``)."""
+    import importlib
+
     import torch._inductor.config as inductor_config
-    import torchao.quantization.pt2e.inductor_passes.x86  # noqa: F401  (registers the int8 fusion passes)
+
+    importlib.import_module("torchao.quantization.pt2e.inductor_passes.x86")  # registers the int8 fusion passes
 
     before = inductor_config.freezing
     inductor_config.freezing = True
@@ -240,32 +258,40 @@ def inductor_freezing():
         inductor_config.freezing = before
 
 
-class StaticShapeProgram:
-    """A compiled static-shape program that maps a tokenized batch to logits, for exactly one (batch, seq).
+class CompiledClassifier:
+    """A compiled int8 program as ``program(batch) -> logits`` (``batch``: a tokenizer's dict or
+    ``(input_ids, attention_mask)``). Every call runs under ``torch.no_grad()`` and ``inductor_freezing()``, so a
+    recompilation (a new shape of a dynamic-shape program) also sees the freezing setting.
 
-    A batch with fewer rows is padded with copies of its first row and the extra logits dropped (static scales
-    do not depend on the other rows, so padding changes nothing). A longer sequence, another sequence length, or
-    more rows raise a ``ValueError`` naming both shapes: the program was exported for one shape, and a new shape
-    would silently recompile (minutes) outside the freezing setting. Every call runs under ``torch.no_grad()`` and
-    ``inductor_freezing()``."""
+    With ``batch_size`` and ``seq_len`` it serves exactly that shape (a static-shape export): a batch with fewer
+    rows is padded with copies of its first row and the extra logits dropped (static scales do not depend on the
+    other rows, so padding changes nothing); another sequence length or more rows raise a ``ValueError`` naming
+    both shapes, since the exported program cannot run them (a new shape would also recompile, for minutes).
+    Without them (a dynamic-shape export) any shape is accepted."""
 
-    def __init__(self, compiled, batch_size: int, seq_len: int):
+    def __init__(self, compiled, batch_size: int | None = None, seq_len: int | None = None):
         self.compiled, self.batch_size, self.seq_len = compiled, batch_size, seq_len
 
+    @property
+    def shape(self) -> tuple[int, int] | None:
+        return None if self.batch_size is None else (self.batch_size, self.seq_len)
+
     def check(self, input_ids: torch.Tensor) -> None:
+        if self.shape is None:
+            return
         rows, seq = input_ids.shape
         if seq != self.seq_len or rows > self.batch_size or rows < 1:
             raise ValueError(
                 f"this static int8 program was exported for batch {self.batch_size} x seq {self.seq_len}, got "
                 f"batch {rows} x seq {seq}; pad every batch to seq {self.seq_len} (padding='max_length', "
                 f"max_length={self.seq_len}) with at most {self.batch_size} rows, or build another program "
-                f"for that shape")
+                f"for that shape (or one with dynamic_shapes=True)")
 
     def __call__(self, batch: dict[str, torch.Tensor] | Sequence[torch.Tensor]) -> torch.Tensor:
         input_ids, attention_mask = positional(batch)
         self.check(input_ids)
         rows = input_ids.shape[0]
-        if rows < self.batch_size:
+        if self.shape is not None and rows < self.batch_size:
             fill = self.batch_size - rows
             input_ids = torch.cat([input_ids, input_ids[:1].expand(fill, -1)])
             attention_mask = torch.cat([attention_mask, attention_mask[:1].expand(fill, -1)])
@@ -274,13 +300,17 @@ class StaticShapeProgram:
         return logits[:rows].float()
 
 
-def compile_static(converted: torch.fx.GraphModule, example: dict | Sequence[torch.Tensor]) -> StaticShapeProgram:
+def compile_static(converted: torch.fx.GraphModule, example: dict | Sequence[torch.Tensor],
+                   dynamic_shapes: bool = False) -> CompiledClassifier:
     """``torch.compile(converted)`` under ``inductor_freezing()`` and ``torch.no_grad()``, compiled right away by
     one call with ``example`` (``torch.compile`` is lazy: the first call compiles, so it must happen inside the
-    freezing setting). Returns the program for ``example``'s shape."""
+    freezing setting). Returns the program for ``example``'s shape, or for any shape with ``dynamic_shapes``
+    (then ``torch.compile(converted, dynamic=True)``, for a program exported with ``dynamic_shapes=True``)."""
     input_ids, attention_mask = positional(example)
-    compiled = torch.compile(converted)
-    program = StaticShapeProgram(compiled, *input_ids.shape)
+    if dynamic_shapes:
+        program = CompiledClassifier(torch.compile(converted, dynamic=True))
+    else:
+        program = CompiledClassifier(torch.compile(converted), *input_ids.shape)
     program((input_ids, attention_mask))
     return program
 
@@ -392,7 +422,7 @@ def smooth_ffn_output(model: nn.Module, batches: Sequence[dict], alpha: float = 
 class StaticInt8:
     """What ``build_static_int8`` made: the compiled program (call it with a tokenized batch), the converted
     GraphModule, its size saved with ``torch.export.save``, and how long each stage took."""
-    program: StaticShapeProgram
+    program: CompiledClassifier
     converted: torch.fx.GraphModule
     size_bytes: int
     quantize_seconds: float
@@ -400,39 +430,48 @@ class StaticInt8:
     calibration_batches: int
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return self.program.batch_size, self.program.seq_len
+    def shape(self) -> tuple[int, int] | None:
+        """The (batch, seq) the program serves; None for a dynamic-shape program."""
+        return self.program.shape
 
 
 def quantize_static(model: nn.Module, calibration: Sequence[dict], dynamic: bool = False,
                     observer: str = "histogram", linear_only: bool = False, keep_fp32: Iterable[str] = (),
+                    reduce_range: bool | None = None, dynamic_shapes: bool = False, attention: str = "eager",
                     progress: bool = False) -> torch.fx.GraphModule:
-    """Steps 1-5 on a copy of ``model``: eager attention, ``export`` at the first calibration batch's shape,
-    ``prepare_pt2e``, ``calibrate``, ``convert_pt2e``, ``drop_unused_weights``. Returns the converted GraphModule
-    (not compiled)."""
+    """Steps 1-5 on a copy of ``model``: eager attention (``attention="sdpa"`` keeps the model's SDPA),
+    ``export`` at the first calibration batch's shape (or with symbolic shapes), ``prepare_pt2e`` with
+    ``make_quantizer(dynamic, observer, linear_only, keep_fp32, reduce_range)``, ``calibrate``, ``convert_pt2e``,
+    ``drop_unused_weights``. Returns the converted GraphModule (not compiled)."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if not calibration:
         raise ValueError("static int8 needs calibration batches (tokenized train texts, helpers.pt2e.calibration_batches)")
-    model = eager_attention(copy.deepcopy(model).eval())
-    graph = export(model, calibration[0]).module()
-    prepared = prepare_pt2e(graph, make_quantizer(dynamic, observer, linear_only, keep_fp32))
+    if attention not in ("eager", "sdpa"):
+        raise ValueError(f"attention is 'eager' or 'sdpa', got {attention!r}")
+    model = copy.deepcopy(model).eval()
+    if attention == "eager":
+        eager_attention(model)
+    graph = export(model, calibration[0], dynamic_shapes).module()
+    prepared = prepare_pt2e(graph, make_quantizer(dynamic, observer, linear_only, keep_fp32, reduce_range))
     calibrate(prepared, calibration, progress=progress)
     converted = convert_pt2e(prepared)
     drop_unused_weights(converted)  # the fp32 originals of the int8 weights
     return converted
 
 
-def build_static_int8(model: nn.Module, calibration: Sequence[dict], example: dict | None = None, **options) -> StaticInt8:
-    """The whole pt2e recipe (the ``pt2e-x86-static`` bench route): ``quantize_static`` (options: ``dynamic``,
-    ``observer``, ``linear_only``, ``keep_fp32``, ``progress``), then ``compile_static``. The program serves the
-    shape of ``example`` (default: the first calibration batch), which must equal the calibration batches' shape.
-    To serve several shapes, build one program per shape."""
+def build_static_int8(model: nn.Module, calibration: Sequence[dict], example: dict | None = None,
+                      **options) -> StaticInt8:
+    """The whole pt2e recipe (the ``pt2e-x86-static`` bench route): ``quantize_static`` (``options``: ``dynamic``,
+    ``observer``, ``linear_only``, ``keep_fp32``, ``reduce_range``, ``dynamic_shapes``, ``attention``,
+    ``progress``), then ``compile_static``. With static shapes (the default) the program serves the shape of
+    ``example`` (default: the first calibration batch), which must equal the calibration batches' shape; build
+    one program per shape, or pass ``dynamic_shapes=True`` for one program that serves every shape."""
     example = example if example is not None else calibration[0]
     start = time.perf_counter()
     converted = quantize_static(model, calibration, **options)
     quantized = time.perf_counter()
-    program = compile_static(converted, example)
+    program = compile_static(converted, example, options.get("dynamic_shapes", False))
     compiled = time.perf_counter()
     return StaticInt8(program, converted, program_bytes(converted, example), quantized - start, compiled - quantized,
                       len(calibration))

@@ -59,6 +59,16 @@ def test_export_takes_input_ids_and_attention_mask_positionally(tiny, batches):
     assert torch.allclose(program.module()(*pt2e.positional(batches[0])), fp32_logits(tiny, batches[0]), atol=1e-5)
 
 
+def test_dynamic_shapes_export_serves_other_shapes(tiny, batches, course_tokenizer):
+    converted = pt2e.quantize_static(tiny, batches[:1], dynamic_shapes=True)
+    other = pt2e.calibration_batches(course_tokenizer, TEXTS, 1, 3, 24)[0]  # another batch and seq
+    reference = fp32_logits(tiny, other)
+    logits = converted(*pt2e.positional(other))
+    assert logits.shape == (3, 2) and (logits - reference).abs().max() < 0.1 * reference.abs().max()
+    with pytest.raises(ValueError, match="attention is 'eager' or 'sdpa'"):
+        pt2e.quantize_static(tiny, batches[:1], attention="flash")
+
+
 def test_observers_saw_the_calibration_data(prepared, tiny, batches):
     observed, before = prepared
     after = pt2e.observer_table(observed, first=50)
@@ -167,7 +177,8 @@ def test_static_shape_program_pads_rows_and_guards_shapes():
         calls.append(tuple(input_ids.shape))
         return torch.stack([input_ids.sum(1), attention_mask.sum(1)], 1).float()
 
-    program = pt2e.StaticShapeProgram(compiled, batch_size=4, seq_len=6)
+    assert pt2e.CompiledClassifier(compiled).shape is None  # dynamic shapes: no guard
+    program = pt2e.CompiledClassifier(compiled, batch_size=4, seq_len=6)
     ids = torch.arange(12).reshape(2, 6)
     out = program({"input_ids": ids, "attention_mask": torch.ones(2, 6, dtype=torch.long)})
     assert calls == [(4, 6)]  # padded to the static batch

@@ -10,11 +10,13 @@ notebooks that reuse them. Each function names the call it wraps:
    model_type=nncf.ModelType.TRANSFORMER, preset=..., subset_size=..., fast_bias_correction=...,
    ignored_scope=nncf.IgnoredScope(...), advanced_parameters=AdvancedQuantizationParameters(
    smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha)))``: static int8 (calibrated activation scales),
-   calibrated on sentences of the **train** split only.
+   calibrated on sentences of the **train** split only. ``RECOMMENDED_NNCF`` holds the course's settings.
 3. ``compile_classifier``: ``ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": n,
    "INFERENCE_PRECISION_HINT": "f32" | "bf16", "PERFORMANCE_HINT": "LATENCY"})``. The precision is always explicit:
    on a CPU with bf16 the plugin may pick bf16 when no hint is given (``default_precision_hint`` says what it
    picks here), and a bf16 request on a CPU without bf16 would silently run f32, so it is refused.
+   ``runtime_precisions`` and ``profile_by_kernel`` show what runs: on a CPU without VNNI (AVX2 only) the int8
+   MatMuls fall back to oneDNN's ``jit_gemm_I8`` kernel, which can be slower than f32.
 4. ``OpenVinoClassifier``: a compiled model's infer request, called like the other routes (a tokenized batch in,
    logits out); ``predict_logits`` runs a list of texts at a fixed batch size, each batch padded to ``max_len``.
 
@@ -55,6 +57,15 @@ PRESETS = ("performance", "mixed")
 #: ``nncf.OverflowFix`` values: weights of the first layer (NNCF's default), of every layer, or of none use 7 bits.
 OVERFLOW_FIXES = ("first_layer_only", "enable", "disable")
 MODEL_FILE, WEIGHTS_FILE, META_FILE = "model.xml", "model.bin", "meta.json"
+#: The NNCF settings the course recommends for the fine-tuned MiniLM (``quantize_classifier(..., **RECOMMENDED_NNCF)``).
+#: How they were chosen: on the validation split of the full classifier, NNCF's defaults were compared with each knob
+#: (preset, SmoothQuant alpha, calibration size, bias correction, overflow fix, MatMuls left in fp32, alone and
+#: combined), each scored by agreement with fp32 for three disjoint draws of train calibration sentences; among the
+#: settings whose file stays within the course's size target, this one agreed best on average and keeps every MatMul
+#: int8. Only SmoothQuant's alpha differs from NNCF's defaults. Neighbouring alphas scored worse, so the margin is
+#: within noise: ``make bench`` judges it on test like every route.
+RECOMMENDED_NNCF = {"preset": "mixed", "subset_size": 300, "fast_bias_correction": True, "smooth_quant_alpha": 0.99,
+                    "ignored_patterns": (), "overflow_fix": "first_layer_only"}
 CACHE_FORMAT = 1
 
 

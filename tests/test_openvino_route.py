@@ -110,6 +110,8 @@ def test_nncf_arguments_are_explicit():
     assert kwargs["advanced_parameters"].overflow_fix == nncf.OverflowFix.ENABLE
     assert kwargs["ignored_scope"].patterns == [r".*layer\.0\..*"]
     assert "ignored_scope" not in ovr.nncf_arguments()
+    recommended = ovr.nncf_arguments(**ovr.RECOMMENDED_NNCF)  # the recipe names only real settings
+    assert recommended["advanced_parameters"].smooth_quant_alphas.matmul == ovr.RECOMMENDED_NNCF["smooth_quant_alpha"]
 
 
 # --- cache ---------------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ for sweeps and for ``make bench``:
    (``dynamic_shapes=True``: one program for every shape).
 3. ``X86InductorQuantizer().set_global(get_default_x86_inductor_quantization_config())`` (``make_quantizer``):
    activations uint8 per tensor, scales fixed from calibration (``HistogramObserver``); weights int8 per output
-   channel (``PerChannelMinMaxObserver``); 7-bit activations (``reduce_range``) on CPUs without VNNI. Variants:
+   channel (``PerChannelMinMaxObserver``); ``reduce_range``: 7-bit activations, for CPUs without VNNI. Variants:
    the dynamic config, Linear layers only, layers kept in fp32 with ``set_module_name_qconfig(name, None)``,
    another activation observer.
 4. ``prepare_pt2e(graph_module, quantizer)`` inserts observers; ``calibrate`` runs train batches through them;
@@ -116,23 +116,21 @@ def has_vnni(features: dict | None = None) -> bool:
     return any(features.get(k) for k in ("avx512_vnni", "avx_vnni", "amx_int8"))
 
 
-def quantization_config(dynamic: bool = False, observer: str = "histogram", reduce_range: bool | None = None):
+def quantization_config(dynamic: bool = False, observer: str = "histogram", reduce_range: bool = False):
     """``get_default_x86_inductor_quantization_config(is_dynamic=dynamic, reduce_range=reduce_range)``, with the
     activation observer swapped for ``MinMaxObserver`` when ``observer="minmax"`` (static only: a dynamic config
     has no observer to swap; its activation scale is computed on every call).
 
-    ``reduce_range`` (default: True exactly when the CPU has no VNNI, see ``has_vnni``) quantizes activations to
-    7 bits (0..127). Without VNNI, oneDNN's int8 GEMM multiplies u8 x s8 pairs with ``vpmaddubsw``, which adds two
-    products into a *saturating* int16: with full 8-bit activations the sums overflow and the compiled program's
-    outputs drift far from the converted graph's (torchao's docstring: "Set it to True on earlier CPUs without
-    VNNI to avoid accuracy issue")."""
+    ``reduce_range=True`` quantizes activations to 7 bits (0..127). torchao advises it for CPUs without VNNI
+    (``has_vnni``): there oneDNN's int8 GEMM multiplies u8 x s8 pairs with ``vpmaddubsw``, which adds two
+    products into a *saturating* int16, so with 8-bit activations the compiled program can drift from what the
+    converted graph describes. Whether the lost bit or the occasional saturation costs more depends on the model:
+    measure both on validation. The default is torchao's, 8 bits."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     from torchao.quantization.pt2e.observer import MinMaxObserver
 
     if observer not in OBSERVERS:
         raise ValueError(f"unknown observer {observer!r}; choose from {OBSERVERS}")
-    if reduce_range is None:
-        reduce_range = not has_vnni()
     config = xiq.get_default_x86_inductor_quantization_config(is_dynamic=dynamic, reduce_range=reduce_range)
     if observer == "histogram":
         return config
@@ -146,7 +144,7 @@ def quantization_config(dynamic: bool = False, observer: str = "histogram", redu
 
 
 def make_quantizer(dynamic: bool = False, observer: str = "histogram", linear_only: bool = False,
-                   keep_fp32: Iterable[str] = (), reduce_range: bool | None = None):
+                   keep_fp32: Iterable[str] = (), reduce_range: bool = False):
     """An ``X86InductorQuantizer``:
 
     - by default ``set_global(get_default_x86_inductor_quantization_config())``: the ops of its default set
@@ -157,7 +155,7 @@ def make_quantizer(dynamic: bool = False, observer: str = "histogram", linear_on
     - ``keep_fp32``: module names of the *classifier* (``"bert.encoder.layer.0.output.dense"``) to leave in fp32,
       each with ``set_module_name_qconfig("model." + name, None)`` (the exported program wraps the classifier
       in ``ClassifierLogits``, whose attribute is ``model``);
-    - ``reduce_range``: 7-bit activations, see ``quantization_config`` (default: on CPUs without VNNI)."""
+    - ``reduce_range``: 7-bit activations, see ``quantization_config``."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
 
     config = quantization_config(dynamic, observer, reduce_range)
@@ -437,7 +435,7 @@ class StaticInt8:
 
 def quantize_static(model: nn.Module, calibration: Sequence[dict], dynamic: bool = False,
                     observer: str = "histogram", linear_only: bool = False, keep_fp32: Iterable[str] = (),
-                    reduce_range: bool | None = None, dynamic_shapes: bool = False, attention: str = "eager",
+                    reduce_range: bool = False, dynamic_shapes: bool = False, attention: str = "eager",
                     progress: bool = False) -> torch.fx.GraphModule:
     """Steps 1-5 on a copy of ``model``: eager attention (``attention="sdpa"`` keeps the model's SDPA),
     ``export`` at the first calibration batch's shape (or with symbolic shapes), ``prepare_pt2e`` with

@@ -150,15 +150,12 @@ def test_quantization_config_observers():
         pt2e.quantization_config(dynamic=True, observer="minmax")
 
 
-def test_reduce_range_follows_vnni(monkeypatch):
-    from helpers import engine
-
-    assert pt2e.has_vnni({"avx2": True, "avx512_vnni": True}) and not pt2e.has_vnni({"avx2": True})
-    for vnni, quant_max in [(False, 127), (True, 255)]:
-        monkeypatch.setattr(engine, "cpu_features", lambda vnni=vnni: {"avx512_vnni": vnni})
-        assert pt2e.quantization_config().input_activation.quant_max == quant_max
-        assert pt2e.quantization_config(observer="minmax").input_activation.quant_max == quant_max
-    assert pt2e.quantization_config(reduce_range=True).input_activation.quant_max == 127
+def test_vnni_detection_and_reduce_range():
+    assert pt2e.has_vnni({"avx2": True, "avx512_vnni": True}) and pt2e.has_vnni({"avx_vnni": True})
+    assert not pt2e.has_vnni({"avx2": True, "avx512f": True})
+    assert pt2e.quantization_config().input_activation.quant_max == 255  # torchao's default: 8-bit activations
+    for observer in pt2e.OBSERVERS:
+        assert pt2e.quantization_config(observer=observer, reduce_range=True).input_activation.quant_max == 127
 
 
 def test_calibration_batches_are_full_and_padded(course_tokenizer):
@@ -222,13 +219,14 @@ def test_smoothquant_keeps_the_fp32_function_and_flattens_channel_peaks(tiny, ba
 # --- the compiled path (Inductor, freezing): the slowest test here ----------------------------------------------
 
 def test_build_static_int8_compiles_and_matches_the_converted_graph(tiny, batches):
-    built = pt2e.build_static_int8(tiny, batches, progress=False)
+    # without VNNI, 8-bit activations can saturate oneDNN's int16 pair sums; 7 bits make the kernels exact
+    built = pt2e.build_static_int8(tiny, batches, reduce_range=not pt2e.has_vnni())
     assert built.shape == (BATCH, SEQ) and built.calibration_batches == len(batches)
     assert built.size_bytes > 0 and built.compile_seconds > 0
     with torch.no_grad():
         for batch in batches:
             logits = built.program(batch)
-            # the int8 kernels compute what the converted q/dq graph describes (given reduce_range without VNNI)
+            # the int8 kernels compute what the converted q/dq graph describes
             assert torch.allclose(logits, built.converted(*pt2e.positional(batch)), atol=1e-3 * logits.abs().max())
             assert torch.equal(logits.argmax(1), fp32_logits(tiny, batch).argmax(1))
         short = {k: v[:3] for k, v in batches[0].items()}  # a short last batch is padded, not recompiled

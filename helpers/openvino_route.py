@@ -20,24 +20,19 @@ notebooks that reuse them. Each function names the call it wraps:
 4. ``OpenVinoClassifier``: a compiled model's infer request, called like the other routes (a tokenized batch in,
    logits out); ``predict_logits`` runs a list of texts at a fixed batch size, each batch padded to ``max_len``.
 
-Files live under ``cache_dir()/openvino/<key>/`` (``model.xml``, ``model.bin``, ``meta.json``). The key hashes the
+Files live under ``cache_dir()/openvino/<key>/`` (``helpers.openvino_cache``, re-exported here). The key hashes the
 classifier's weights, the sequence length, the library versions and, for int8, the calibration sentences and every
-NNCF setting: the same call reuses the entry, a different classifier or setting never overwrites one. An entry is
-written into a temporary folder and renamed into place under a file lock, like ``helpers.finetune``'s cache; an
-entry whose ``.bin`` does not match its recorded sha256 is rebuilt.
+NNCF setting, so a different classifier or setting never overwrites an entry.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
-import shutil
-import time
 import warnings
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -45,7 +40,10 @@ import torch
 from . import data as data_mod
 from . import finetune, measure
 from .engine import cpu_features
-from .paths import cache_dir, sha256_file
+from .openvino_cache import cached_model, entry_key, entry_meta, model_bytes, weights_fingerprint
+
+#: Re-exported from the cache module: a learner reaches every OpenVINO helper through this one.
+REEXPORTED = (cached_model, entry_key, entry_meta, model_bytes, weights_fingerprint)
 
 OPENVINO_PIN = "openvino==2026.4.1"
 NNCF_PIN = "nncf==3.4.0"
@@ -56,7 +54,6 @@ PRECISIONS = ("f32", "bf16")
 PRESETS = ("performance", "mixed")
 #: ``nncf.OverflowFix`` values: weights of the first layer (NNCF's default), of every layer, or of none use 7 bits.
 OVERFLOW_FIXES = ("first_layer_only", "enable", "disable")
-MODEL_FILE, WEIGHTS_FILE, META_FILE = "model.xml", "model.bin", "meta.json"
 #: The NNCF settings the course recommends for the fine-tuned MiniLM (``quantize_classifier(..., **RECOMMENDED_NNCF)``).
 #: How they were chosen: on the validation split of the full classifier, NNCF's defaults were compared with each knob
 #: (preset, SmoothQuant alpha, calibration size, bias correction, overflow fix, MatMuls left in fp32, alone and
@@ -131,86 +128,6 @@ def default_precision_hint() -> str:
     ov = import_openvino()
     compiled = ov.Core().compile_model(_one_matmul_model(), "CPU")
     return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-
-
-# --- the cache ------------------------------------------------------------------------------------------------
-
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """A short sha256 over a model's parameter and buffer names, shapes and values: equal weights, equal key."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def entry_key(settings: Mapping[str, object]) -> str:
-    """The cache key of an entry: a short sha256 of its settings (JSON, sorted keys)."""
-    return hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _entry_root(root: str | os.PathLike | None) -> Path:
-    return Path(root) if root is not None else cache_dir() / "openvino"
-
-
-def _entry_is_complete(entry: Path, key: str) -> bool:
-    try:
-        meta = json.loads((entry / META_FILE).read_text())
-        return (meta.get("key") == key and (entry / MODEL_FILE).is_file()
-                and meta.get("bin_sha256") == sha256_file(entry / WEIGHTS_FILE))
-    except (OSError, ValueError):
-        return False
-
-
-def cached_model(settings: Mapping[str, object], build: Callable[[Path], None],
-                 root: str | os.PathLike | None = None) -> Path:
-    """``<root>/<key>/model.xml`` for ``settings``, built by ``build(xml_path)`` unless a complete entry exists.
-
-    ``build`` writes ``model.xml`` + ``model.bin`` into a private temporary folder; the folder gets a ``meta.json``
-    (settings, sha256 of the ``.bin``, build seconds) and is renamed into place. A file lock serialises callers, so
-    two processes never build the same entry twice nor read a half-written one."""
-    from filelock import FileLock
-
-    key = entry_key(settings)
-    entry = _entry_root(root) / key
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(entry) + ".lock"):
-        if _entry_is_complete(entry, key):
-            return entry / MODEL_FILE
-        tmp = entry.with_name(f".{key}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        try:
-            start = time.perf_counter()
-            build(tmp / MODEL_FILE)
-            if not (tmp / MODEL_FILE).is_file() or not (tmp / WEIGHTS_FILE).is_file():
-                raise OpenVinoRouteError(f"building the entry wrote no {MODEL_FILE}/{WEIGHTS_FILE} pair in {tmp}")
-            meta = {"key": key, "settings": dict(settings), "bin_sha256": sha256_file(tmp / WEIGHTS_FILE),
-                    "build_seconds": round(time.perf_counter() - start, 1)}
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-            shutil.rmtree(entry, ignore_errors=True)  # an incomplete or corrupt entry
-            os.replace(tmp, entry)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return entry / MODEL_FILE
-
-
-def entry_meta(xml_path: str | os.PathLike) -> dict:
-    """The ``meta.json`` beside a cached ``model.xml``: its settings, the sha256 of its ``.bin``, build seconds."""
-    return json.loads((Path(xml_path).parent / META_FILE).read_text())
-
-
-def model_bytes(xml_path: str | os.PathLike) -> int:
-    """Bytes on disk of an OpenVINO model: its ``.xml`` (the graph) plus its ``.bin`` (the weights)."""
-    xml_path = Path(xml_path)
-    if xml_path.suffix != ".xml" or not xml_path.is_file():
-        raise FileNotFoundError(f"no OpenVINO model at {xml_path}: pass the .xml path that convert_classifier or "
-                                "quantize_classifier returned")
-    weights = xml_path.with_suffix(".bin")
-    if not weights.is_file():
-        raise FileNotFoundError(f"{xml_path} has no weights file {weights.name} beside it: the model is incomplete; "
-                                "convert or quantize it again")
-    return xml_path.stat().st_size + weights.stat().st_size
 
 
 # --- 1. convert -----------------------------------------------------------------------------------------------

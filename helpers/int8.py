@@ -105,19 +105,24 @@ def _broadcast(p: torch.Tensor, x: torch.Tensor, axis: int | None) -> torch.Tens
     return p.reshape(shape)
 
 
-def quantize(x: torch.Tensor, scale, zero_point, bits: int = 8, signed: bool = True, axis: int | None = None):
-    """Integer codes ``clamp(round(x / scale) + zero_point)``, as an int64 tensor.
-
-    Like PyTorch's kernels, it multiplies by the float32 reciprocal of the scale, so ties round exactly as
-    ``torch.quantize_per_tensor`` / ``torch.quantize_per_channel`` do.
-    """
+def _codes(x: torch.Tensor, scale, zero_point, bits: int, signed: bool, axis: int | None) -> torch.Tensor:
+    """The integer codes as float32 values (exact: every code is far below 2**24), for quantize and fake_quantize."""
     _check_tensor(x)
     qmin, qmax = qrange(bits, signed)
     scale = _broadcast(torch.as_tensor(scale, dtype=torch.float32), x, axis)
     zero_point = _broadcast(torch.as_tensor(zero_point, dtype=torch.int64), x, axis)
     if bool((scale <= 0).any()):
         raise ValueError("scale must be positive")
-    return (torch.round(x.float() * (1.0 / scale)).to(torch.int64) + zero_point).clamp(qmin, qmax)
+    return (torch.round(x.float() * (1.0 / scale)) + zero_point).clamp_(qmin, qmax)
+
+
+def quantize(x: torch.Tensor, scale, zero_point, bits: int = 8, signed: bool = True, axis: int | None = None):
+    """Integer codes ``clamp(round(x / scale) + zero_point)``, as an int64 tensor.
+
+    Like PyTorch's kernels, it multiplies by the float32 reciprocal of the scale, so ties round exactly as
+    ``torch.quantize_per_tensor`` / ``torch.quantize_per_channel`` do.
+    """
+    return _codes(x, scale, zero_point, bits, signed, axis).to(torch.int64)
 
 
 def dequantize(q: torch.Tensor, scale, zero_point, axis: int | None = None) -> torch.Tensor:
@@ -129,10 +134,13 @@ def dequantize(q: torch.Tensor, scale, zero_point, axis: int | None = None) -> t
 
 def fake_quantize(x: torch.Tensor, bits: int = 8, scheme: str = "symmetric", axis: int | None = None,
                   clip: tuple[float, float] | None = None) -> torch.Tensor:
-    """Quantize and dequantize in one go: what the model "sees" after int8 rounding."""
+    """Quantize and dequantize in one go: what the model "sees" after int8 rounding.
+
+    Equal to ``dequantize(quantize(...))``, computed in float32 without the int64 detour (the codes are exact)."""
     signed = default_signed(scheme)
     scale, zp = qparams(x, bits, scheme, axis, signed, clip)
-    return dequantize(quantize(x, scale, zp, bits, signed, axis), scale, zp, axis)
+    codes = _codes(x, scale, zp, bits, signed, axis)
+    return _broadcast(scale, x, axis) * (codes - _broadcast(zp, x, axis))
 
 
 def sqnr_db(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -146,5 +154,8 @@ def quant_error(x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, float]:
     """How far a round trip landed: mean squared error, max absolute error, SQNR in dB."""
     if x.shape != x_hat.shape:
         raise ValueError(f"shapes differ: {tuple(x.shape)} vs {tuple(x_hat.shape)}")
-    diff = (x.float() - x_hat.float())
-    return {"mse": diff.pow(2).mean().item(), "max_abs": diff.abs().max().item(), "sqnr_db": sqnr_db(x, x_hat)}
+    diff = x.float() - x_hat.float()
+    noise = diff.pow(2).sum().item()
+    signal = x.float().pow(2).sum().item()
+    sqnr = math.inf if noise == 0 else 10 * math.log10(signal / noise)
+    return {"mse": noise / diff.numel(), "max_abs": diff.abs().max().item(), "sqnr_db": sqnr}

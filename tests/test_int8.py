@@ -133,3 +133,20 @@ def test_unknown_scheme():
 def test_quant_error_shape_mismatch():
     with pytest.raises(ValueError, match="shapes differ"):
         int8.quant_error(torch.ones(3), torch.ones(4))
+
+
+@pytest.mark.parametrize("scheme", ["affine", "symmetric"])
+@pytest.mark.parametrize("axis", [None, 0, 1])
+@pytest.mark.parametrize("clip", [None, (-0.5, 2.0)])
+def test_fake_quantize_equals_dequantize_of_quantize(x, scheme, axis, clip):
+    signed = int8.default_signed(scheme)
+    scale, zp = int8.qparams(x, 4, scheme, axis, signed, clip)
+    round_trip = int8.dequantize(int8.quantize(x, scale, zp, 4, signed, axis), scale, zp, axis)
+    assert torch.equal(int8.fake_quantize(x, 4, scheme, axis, clip), round_trip)
+
+
+def test_quant_error_values():
+    x, x_hat = torch.tensor([1.0, -2.0, 3.0, 0.0]), torch.tensor([1.0, -2.5, 3.0, 0.5])
+    err = int8.quant_error(x, x_hat)
+    assert err["mse"] == pytest.approx(0.125) and err["max_abs"] == pytest.approx(0.5)
+    assert err["sqnr_db"] == pytest.approx(10 * math.log10(14 / 0.5)) == pytest.approx(int8.sqnr_db(x, x_hat))

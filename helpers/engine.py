@@ -7,6 +7,8 @@ platform (Apple silicon and some ARM builds start with ``none``). The fix is to 
 - x86-64: ``x86`` (fbgemm plus oneDNN heuristics), then ``fbgemm``;
 - ARM, Apple silicon included: ``qnnpack``;
 - an explicit override (argument or ``$INT8_COURSE_ENGINE``) wins.
+
+``simulate_build`` reproduces the crash on a build that cannot produce it (notebook 02 and the tests).
 """
 
 from __future__ import annotations
@@ -111,6 +113,67 @@ def using(engine: str | None):
     finally:
         torch.backends.quantized.engine = before
 
+
+#: torch's C++ names of the engines, as its error messages print them (``none`` is ``NoQEngine``).
+TORCH_ENGINE_NAMES = {"none": "NoQEngine", "fbgemm": "FBGEMM", "qnnpack": "QNNPACK", "onednn": "ONEDNN", "x86": "X86"}
+#: What the source notes' machine had: a build with qnnpack only, started with no engine active.
+NOTES_BUILD = {"supported": ("qnnpack", "none"), "active": "none"}
+
+
+class _SimulatedBackend:
+    """Stands in for ``torch.backends.quantized`` inside ``simulate_build``: the simulated list and engine. Setting
+    an engine the simulated build lacks raises torch's own message; setting one it has also activates it for real,
+    so int8 kernels run."""
+
+    def __init__(self, supported, active: str, real):
+        self.supported_engines, self._engine, self._real = list(supported), active, real
+
+    @property
+    def engine(self) -> str:
+        return self._engine
+
+    @engine.setter
+    def engine(self, name: str) -> None:
+        if name not in self.supported_engines:
+            raise RuntimeError(f"quantized engine {TORCH_ENGINE_NAMES.get(name, name)} is not supported")
+        if name != "none":
+            self._real.engine = name
+        self._engine = name
+
+
+@contextlib.contextmanager
+def simulate_build(supported=NOTES_BUILD["supported"], active: str = NOTES_BUILD["active"]):
+    """Run a block as if PyTorch were a build listing ``supported`` engines with ``active`` switched on.
+
+    For showing the ``NoQEngine`` crash on a machine that cannot produce it: torch 2.13 on x86-64 refuses
+    ``torch.backends.quantized.engine = "none"``. Inside the block ``torch.backends.quantized`` reports the simulated
+    list and engine, and ``torch.ops.quantized.linear_prepack`` (the op ``quantize_dynamic`` packs every int8 weight
+    with) raises torch's own ``Didn't find engine for operation quantized::linear_prepack NoQEngine`` while the
+    simulated engine is ``none``; otherwise it runs for real. Everything is restored afterwards. Yields the stand-in.
+    """
+    real_backend = torch.backends.quantized
+    active_before = real_backend.engine
+    usable_here = set(real_backend.supported_engines)
+    missing = [e for e in supported if e != "none" and e not in usable_here]
+    if missing or active not in supported:
+        raise ValueError(f"cannot simulate supported={list(supported)}, active={active!r}: the active engine must be "
+                         f"in the list, and every listed engine must exist in this build ({sorted(usable_here)})")
+    fake = _SimulatedBackend(supported, active, real_backend)
+    real_prepack = torch.ops.quantized.linear_prepack
+
+    def linear_prepack(*args, **kwargs):
+        if fake.engine == "none":
+            raise RuntimeError("Didn't find engine for operation quantized::linear_prepack NoQEngine")
+        return real_prepack(*args, **kwargs)
+
+    torch.backends.quantized = fake
+    setattr(torch.ops.quantized, "linear_prepack", linear_prepack)
+    try:
+        yield fake
+    finally:
+        torch.backends.quantized = real_backend
+        setattr(torch.ops.quantized, "linear_prepack", real_prepack)
+        real_backend.engine = active_before
 
 #: The CPU features that decide int8 and bf16 speed, in the order every printout lists them (the setup cell's and the
 #: bench's): AVX2, AVX-512, the VNNI int8 dot products, AVX-512 BF16, Intel AMX tiles, and ARM's NEON.

@@ -101,3 +101,57 @@ def test_using_restores_and_rejects_unknown():
         with engine.using("tpu"):
             pass
     assert torch.backends.quantized.engine == before
+
+
+def _toy_lstm():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.LSTM(8, 8, 1))
+
+
+def _quantize(model):
+    from helpers import deprecations
+
+    deprecations.silence_known()
+    return torch.ao.quantization.quantize_dynamic(model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+
+
+def test_simulate_build_reproduces_the_notes_crash_and_restores_everything():
+    real_backend, engine_before = torch.backends.quantized, torch.backends.quantized.engine
+    real_prepack = torch.ops.quantized.linear_prepack
+    with engine.simulate_build() as fake:
+        assert torch.backends.quantized is fake
+        assert torch.backends.quantized.supported_engines == ["qnnpack", "none"]
+        assert torch.backends.quantized.engine == "none"
+        with pytest.raises(RuntimeError, match=r"^Didn't find engine for operation quantized::linear_prepack NoQEngine$"):
+            _quantize(_toy_lstm())
+    assert torch.backends.quantized is real_backend and torch.backends.quantized.engine == engine_before
+    assert torch.ops.quantized.linear_prepack is real_prepack
+    assert type(_quantize(_toy_lstm())[0]) is torch.ao.nn.quantized.dynamic.LSTM  # the real op works again
+
+
+def test_simulate_build_accepts_the_fix_and_refuses_engines_it_lacks():
+    before = torch.backends.quantized.engine
+    with engine.simulate_build(["qnnpack", "none"], "none"):
+        with pytest.raises(RuntimeError, match="quantized engine X86 is not supported"):  # torch's own wording
+            torch.backends.quantized.engine = "x86"
+        torch.backends.quantized.engine = "qnnpack"  # the fix on the notes' machine
+        quantized = _quantize(_toy_lstm())
+        assert type(quantized[0]) is torch.ao.nn.quantized.dynamic.LSTM
+        assert torch.backends.quantized.engine == "qnnpack"
+    assert torch.backends.quantized.engine == before
+
+
+def test_simulate_build_restores_after_an_error_and_validates_its_arguments():
+    before = torch.backends.quantized.engine
+    with pytest.raises(ZeroDivisionError):
+        with engine.simulate_build():
+            torch.backends.quantized.engine = "qnnpack"
+            1 / 0
+    assert torch.backends.quantized.engine == before and not isinstance(torch.backends.quantized,
+                                                                       engine._SimulatedBackend)
+    with pytest.raises(ValueError, match="active engine must be in the list"):
+        with engine.simulate_build(["qnnpack"], "none"):
+            pass
+    with pytest.raises(ValueError, match="must exist in this build"):
+        with engine.simulate_build(["tpu", "none"], "none"):
+            pass

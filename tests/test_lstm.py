@@ -38,6 +38,10 @@ def test_encode_batch_pads_right_and_truncates():
     assert ids[1].tolist() == [vocab.stoi["two"], lstm.PAD_ID, lstm.PAD_ID]  # padded on the right
     assert ids[2].tolist() == [lstm.UNK_ID, lstm.PAD_ID, lstm.PAD_ID]  # an empty text still has length 1
     assert vocab.encode_batch(["one", "one two"]).shape == (2, 2)  # no max_len: pad to the longest row
+    fixed = vocab.encode_batch(["one", "one two"], max_len=3, pad_to=3)  # the protocol's fixed shape
+    assert fixed.tolist() == [[vocab.stoi["one"], 0, 0], [vocab.stoi["one"], vocab.stoi["two"], 0]]
+    with pytest.raises(ValueError, match=r"pad_to=2 is shorter than the longest row \(4 ids\); pass max_len=2"):
+        vocab.encode_batch(["one two three four"], pad_to=2)
 
 
 def test_vocab_bad_input_errors():
@@ -158,3 +162,30 @@ def test_dynamic_quantization_keeps_predictions_and_leaves_embedding_fp32():
     a, b = lstm.predict(model, ids), lstm.predict(q, ids)
     assert a.shape == b.shape == (64, 2)
     assert (a - b).abs().max().item() < 0.05
+
+
+def test_predict_scores_in_protocol_batches_in_order():
+    from helpers import evaluation
+
+    model = lstm.LSTMClassifier(vocab_size=10, embed_dim=4, hidden=4).eval()
+    sizes = []
+    model.register_forward_pre_hook(lambda module, args: sizes.append(len(args[0])))
+    ids = torch.randint(1, 10, (evaluation.EVAL_BATCH_SIZE * 2 + 5, 6))
+    logits = lstm.predict(model, ids)
+    assert sizes == [evaluation.EVAL_BATCH_SIZE, evaluation.EVAL_BATCH_SIZE, 5]
+    with torch.no_grad():
+        torch.testing.assert_close(logits, model(ids))  # same rows, same order
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        lstm.predict(model, ids, batch_size=0)
+
+
+def test_training_length_is_counted_in_epochs_not_seconds():
+    assert not any("budget" in f.name or "second" in f.name for f in dataclasses.fields(lstm.LSTMConfig))
+    texts, labels = _synthetic(64, 5)
+    vocab = lstm.Vocab.build(texts)
+    ids = vocab.encode_batch(texts)
+    cfg = lstm.LSTMConfig(embed_dim=4, hidden=4, max_epochs=3, patience=10)
+    runs = [lstm.train(lstm.build_classifier(vocab, cfg), ids, labels, ids, labels, cfg, progress=False)
+            for _ in range(2)]
+    assert [len(h) for h in runs] == [3, 3]  # exactly max_epochs when validation keeps improving or not
+    assert [h["train_loss"] for h in runs[0]] == [h["train_loss"] for h in runs[1]]  # same seed, same run

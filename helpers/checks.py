@@ -214,3 +214,156 @@ def check_clip_ratio_choice(name: str, choose_clip_ratio, val_batches, test_batc
     on_test = sqnr_by_ratio(test_batches, lo, hi, [got, 1.0], bits)
     return report(name, True, "", f"ratio {got}: on the test batches {on_test[got]:.2f} dB vs {on_test[1.0]:.2f} dB "
                                   f"with the calibrated range unclipped (ratio 1.0).")
+
+
+# --- notebook 02 ---
+
+#: (supported engines, platform.machine(), the engines a correct pick may return) for ``check_engine_picker``.
+ENGINE_CASES_02 = (
+    (("qnnpack", "onednn", "x86", "fbgemm"), "x86_64", ("x86",)),  # torch 2.x on x86-64: qnnpack is listed first
+    (("qnnpack", "fbgemm"), "x86_64", ("fbgemm",)),  # an older x86-64 build without the x86 engine
+    (("qnnpack", "none"), "arm64", ("qnnpack",)),  # the source notes' machine: macOS on Apple silicon
+    (("qnnpack", "onednn"), "aarch64", ("qnnpack",)),  # Linux on ARM
+)
+#: Builds with no usable engine: a correct pick raises instead of returning "none".
+NO_ENGINE_CASES_02 = (((), "x86_64"), (("none",), "arm64"))
+
+
+def _learner_call(fn, *args):
+    """``(fn(*args), None)``, or ``(None, "ExcType: message")`` when the learner's code raises."""
+    try:
+        return fn(*args), None
+    except Exception as err:  # the learner's code may raise anything; the hint names it
+        return None, f"{type(err).__name__}: {err}"
+
+
+def _toy_lstm_02():
+    import torch
+
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.LSTM(8, 8, 1))
+
+
+def check_engine_picker(pick_engine, name: str = "exercise 1") -> None:
+    """Notebook 02: ``pick_engine(supported, machine)`` returns the engine to assign to
+    ``torch.backends.quantized.engine``. Checked on simulated builds, then used as the fix on the notes' simulated
+    machine (``helpers.engine.simulate_build``), where ``quantize_dynamic`` must no longer crash."""
+    import torch
+
+    from . import engine
+
+    if _unanswered(pick_engine) or _unanswered(pick_engine(["x86"], "x86_64")):
+        return report(name, False, "no answer yet: replace the `...` with your code. Return one engine from the "
+                      "list: x86 first on x86-64, qnnpack on ARM.")
+    for supported, machine, good in ENGINE_CASES_02:
+        got, error = _learner_call(pick_engine, list(supported), machine)
+        if error:
+            return report(name, False, f"pick_engine({list(supported)}, {machine!r}) raised {error}")
+        if got not in good:
+            hint = (f"pick_engine({list(supported)}, {machine!r}) returned {got!r}; expected {good[0]!r}. ")
+            hint += ("'none' is not an engine. " if got == "none" else
+                     "qnnpack runs on x86-64 too but far slower than x86/fbgemm: prefer x86, then fbgemm, there. "
+                     if machine == "x86_64" else "On ARM, qnnpack is the engine to use. ")
+            return report(name, False, hint)
+    for supported, machine in NO_ENGINE_CASES_02:
+        try:
+            got = pick_engine(list(supported), machine)
+        except (RuntimeError, ValueError) as err:
+            if not str(err).strip():
+                return report(name, False, f"with supported={list(supported)} you raised {type(err).__name__} "
+                              "without a message: say that no engine is available and what to install.")
+            continue
+        except Exception as err:  # any other exception is what the learner should replace
+            return report(name, False, f"with supported={list(supported)} your function raised "
+                          f"{type(err).__name__}; raise RuntimeError with a message that says no quantized engine is "
+                          "available and what to install (an official PyTorch build).")
+        return report(name, False, f"with supported={list(supported)} there is no engine to use, but you returned "
+                      f"{got!r}; raise RuntimeError with a message that says what to install, instead of letting "
+                      "quantize_dynamic fail later with NoQEngine.")
+    with engine.simulate_build():  # the notes' machine: qnnpack only, no engine active
+        torch.backends.quantized.engine = pick_engine(torch.backends.quantized.supported_engines, "arm64")
+        try:
+            torch.ao.quantization.quantize_dynamic(_toy_lstm_02(), {torch.nn.LSTM}, dtype=torch.qint8)
+        except RuntimeError as err:
+            return report(name, False, f"on the simulated notes' machine quantize_dynamic still fails: {err}")
+    return report(name, True, "", "Your pick is the fix: on the simulated notes' machine the recipe now quantizes "
+                  "instead of crashing with NoQEngine, and a build with no engine fails early with a clear message.")
+
+
+def check_layer_choice(fp32_model, chosen_model, val_ids, fp32_val_logits, name: str = "exercise 2",
+                       min_agreement: float | None = None, max_size_ratio: float | None = None,
+                       min_layer_shrink: float = 0.5) -> None:
+    """Notebook 02: ``chosen_model`` (``quantize_dynamic`` of ``fp32_model`` with the learner's ``qconfig_spec``)
+    meets the course's target rule on the validation split while quantizing only layers that pay off: every
+    quantized child's file is at most ``min_layer_shrink`` x its fp32 file, the whole file at most ``max_size_ratio``
+    x fp32's and the predictions agree with fp32 on the whole validation split at least ``min_agreement`` (both
+    default to ``helpers.evaluation``'s target)."""
+    from . import evaluation, lstm, measure
+
+    if _unanswered(chosen_model):
+        return report(name, False, "no answer yet: replace the `...` with your code. Build a dict qconfig_spec and "
+                      "call torch.ao.quantization.quantize_dynamic(fp32_model, qconfig_spec).")
+    min_agreement = evaluation.TARGET_AGREEMENT if min_agreement is None else min_agreement
+    max_size_ratio = evaluation.TARGET_SIZE_RATIO if max_size_ratio is None else max_size_ratio
+    fp32_children = dict(fp32_model.named_children())
+    if set(dict(chosen_model.named_children())) != set(fp32_children):
+        return report(name, False, "chosen_model does not have fp32_model's layers; quantize a copy of fp32_model.")
+    left_fp32 = {}
+    for child_name, child in chosen_model.named_children():
+        fp32_bytes = measure.state_dict_bytes(fp32_children[child_name])
+        if type(child) is type(fp32_children[child_name]):
+            left_fp32[child_name] = fp32_bytes
+        elif measure.state_dict_bytes(child) / fp32_bytes > min_layer_shrink:
+            ratio = measure.state_dict_bytes(child) / fp32_bytes
+            return report(name, False, f"`{child_name}` is quantized, but its file is {ratio:.2f}x its fp32 "
+                          "file: it does not pay off in size, and it adds rounding. Leave its type out of "
+                          "qconfig_spec (the breakdown table above says which layers shrink).")
+    size_ratio = measure.state_dict_bytes(chosen_model) / measure.state_dict_bytes(fp32_model)
+    if size_ratio > max_size_ratio:
+        biggest = max(left_fp32, key=left_fp32.get, default=None)
+        return report(name, False, f"your file is {size_ratio:.2f}x fp32's (> {max_size_ratio:.2f}x). The largest "
+                      f"layer still in fp32 is `{biggest}`: an nn.Embedding takes float_qparams_weight_only_qconfig, "
+                      "an nn.LSTM default_dynamic_qconfig.")
+    comparison = evaluation.compare(fp32_val_logits, lstm.predict(chosen_model, val_ids), split=evaluation.VALIDATION)
+    if comparison.agreement < min_agreement:
+        return report(name, False, f"agreement with fp32 on validation is {comparison.agreement:.3f} "
+                      f"(< {min_agreement:.2f}). Score each quantized part on its own on validation and leave out "
+                      "the one that costs agreement.")
+    return report(name, True, "", f"{size_ratio:.2f}x fp32's file, {comparison.agreement:.1%} agreement on "
+                  "validation, and no layer quantized that does not shrink.")
+
+
+def check_int8_size_prediction(predict_int8_bytes, extra_lstms=(), name: str = "exercise 3",
+                               tolerance: float = 0.01) -> None:
+    """Notebook 02: ``predict_int8_bytes(lstm_module)`` predicts the bytes of ``torch.save(state_dict)`` of the
+    dynamically quantized ``nn.LSTM``, within ``tolerance`` (relative), for LSTMs of several shapes plus
+    ``extra_lstms`` (the notebook passes its classifier's)."""
+    import copy
+
+    import torch
+
+    from . import measure
+
+    if _unanswered(predict_int8_bytes) or _unanswered(predict_int8_bytes(torch.nn.LSTM(4, 4))):
+        return report(name, False, "no answer yet: replace the `...` with your code. Count the LSTM's weights and "
+                      "biases with named_parameters().")
+    torch.manual_seed(0)
+    cases = [torch.nn.LSTM(32, 64, 1), torch.nn.LSTM(128, 512, 1), torch.nn.LSTM(256, 256, 3), *extra_lstms]
+    for module in cases:
+        quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(copy.deepcopy(module)),
+                                                           {torch.nn.LSTM}, dtype=torch.qint8)[0]
+        predicted, failure = _learner_call(predict_int8_bytes, module)
+        if failure or not isinstance(predicted, (int, float)):
+            return report(name, False, f"predict_int8_bytes({module}) gave {failure or repr(predicted)}; return a "
+                          "number of bytes.")
+        actual = measure.state_dict_bytes(quantized)
+        error = (predicted - actual) / actual
+        if abs(error) > tolerance:
+            shape = f"LSTM({module.input_size}, {module.hidden_size}, num_layers={module.num_layers})"
+            direction = ("too small: biases stay fp32 (4 bytes each), and every file carries a fixed overhead (the "
+                         "toy's 'everything else' column)" if error < 0 else
+                         "too large: an int8 weight takes 1 byte, a bias 4; the overhead is a few kilobytes")
+            return report(name, False, f"for {shape} you predicted {predicted:,.0f} bytes, the file has {actual:,} "
+                          f"({100 * error:+.1f}%): {direction}.")
+    return report(name, True, "", f"Within {tolerance:.0%} on {len(cases)} LSTMs: 1 byte per weight, 4 per bias, plus a "
+                  "few kilobytes of container and packed-parameter metadata.")

@@ -290,47 +290,91 @@ def check_engine_picker(pick_engine, name: str = "exercise 1") -> None:
                   "instead of crashing with NoQEngine, and a build with no engine fails early with a clear message.")
 
 
-def check_layer_choice(fp32_model, chosen_model, val_ids, fp32_val_logits, name: str = "exercise 2",
-                       min_agreement: float | None = None, max_size_ratio: float | None = None,
-                       min_layer_shrink: float = 0.5) -> None:
-    """Notebook 02: ``chosen_model`` (``quantize_dynamic`` of ``fp32_model`` with the learner's ``qconfig_spec``)
-    meets the course's target rule on the validation split while quantizing only layers that pay off: every
-    quantized child's file is at most ``min_layer_shrink`` x its fp32 file, the whole file at most ``max_size_ratio``
-    x fp32's and the predictions agree with fp32 on the whole validation split at least ``min_agreement`` (both
-    default to ``helpers.evaluation``'s target)."""
+def _qconfig_for_02(module):
+    """The qconfig a notebook-02 layer can take: dynamic for LSTM and Linear, weight-only for an embedding."""
+    import torch
+
+    if isinstance(module, torch.nn.Embedding):
+        return torch.ao.quantization.float_qparams_weight_only_qconfig
+    if isinstance(module, (torch.nn.LSTM, torch.nn.Linear)):
+        return torch.ao.quantization.default_dynamic_qconfig
+    return None
+
+
+def layer_choice_02(fp32_model, val_ids, fp32_val_logits, min_agreement: float | None = None,
+                    min_layer_shrink: float = 0.5) -> tuple[frozenset, dict]:
+    """The answer ``check_layer_choice`` expects: among the non-empty sets of ``fp32_model``'s children that pay off
+    in size (int8 file at most ``min_layer_shrink`` x fp32's), the one ``evaluation.select_on_validation`` picks
+    with the smallest file preferred. Returns (the chosen child names, {names: (validation Comparison, bytes)})."""
+    import copy
+    import itertools
+
+    import torch
+
     from . import evaluation, lstm, measure
 
-    if _unanswered(chosen_model):
-        return report(name, False, "no answer yet: replace the `...` with your code. Build a dict qconfig_spec and "
-                      "call torch.ao.quantization.quantize_dynamic(fp32_model, qconfig_spec).")
+    paying = []
+    for child_name, child in fp32_model.named_children():
+        qconfig = _qconfig_for_02(child)
+        if qconfig is None:
+            continue
+        quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(copy.deepcopy(child)),
+                                                           {type(child): qconfig})[0]
+        if measure.state_dict_bytes(quantized) <= min_layer_shrink * measure.state_dict_bytes(child):
+            paying.append(child_name)
+    scored = {}
+    for k in range(1, len(paying) + 1):
+        for names in itertools.combinations(paying, k):
+            spec = {type(getattr(fp32_model, n)): _qconfig_for_02(getattr(fp32_model, n)) for n in names}
+            candidate = torch.ao.quantization.quantize_dynamic(fp32_model, spec)
+            comparison = evaluation.compare(fp32_val_logits, lstm.predict(candidate, val_ids),
+                                            split=evaluation.VALIDATION)
+            scored[frozenset(names)] = (comparison, measure.state_dict_bytes(candidate))
     min_agreement = evaluation.TARGET_AGREEMENT if min_agreement is None else min_agreement
-    max_size_ratio = evaluation.TARGET_SIZE_RATIO if max_size_ratio is None else max_size_ratio
+    chosen = evaluation.select_on_validation({names: c for names, (c, _) in scored.items()},
+                                             prefer=lambda names: -scored[names][1], min_agreement=min_agreement)
+    return chosen, scored
+
+
+def check_layer_choice(fp32_model, chosen_model, val_ids, fp32_val_logits, name: str = "exercise 2",
+                       min_agreement: float | None = None, min_layer_shrink: float = 0.5) -> None:
+    """Notebook 02: ``chosen_model`` (``quantize_dynamic`` of ``fp32_model`` with the learner's ``qconfig_spec``)
+    quantizes no layer that fails to shrink, and among the layers that do, exactly the set chosen on the validation
+    split: the smallest file whose agreement with fp32 reaches ``min_agreement`` (the protocol's target by default;
+    ``evaluation.select_on_validation``'s rule when none does)."""
+    from . import evaluation, measure
+
+    if _unanswered(chosen_model):
+        return report(name, False, "no answer yet: replace the `...` with your code. Build each candidate with "
+                      "torch.ao.quantization.quantize_dynamic(fp32_model, qconfig_spec), score it on validation and "
+                      "choose with evaluation.select_on_validation.")
+    min_agreement = evaluation.TARGET_AGREEMENT if min_agreement is None else min_agreement
     fp32_children = dict(fp32_model.named_children())
     if set(dict(chosen_model.named_children())) != set(fp32_children):
         return report(name, False, "chosen_model does not have fp32_model's layers; quantize a copy of fp32_model.")
-    left_fp32 = {}
+    quantized = set()
     for child_name, child in chosen_model.named_children():
-        fp32_bytes = measure.state_dict_bytes(fp32_children[child_name])
-        if type(child) is type(fp32_children[child_name]):
-            left_fp32[child_name] = fp32_bytes
-        elif measure.state_dict_bytes(child) / fp32_bytes > min_layer_shrink:
-            ratio = measure.state_dict_bytes(child) / fp32_bytes
-            return report(name, False, f"`{child_name}` is quantized, but its file is {ratio:.2f}x its fp32 "
-                          "file: it does not pay off in size, and it adds rounding. Leave its type out of "
-                          "qconfig_spec (the breakdown table above says which layers shrink).")
-    size_ratio = measure.state_dict_bytes(chosen_model) / measure.state_dict_bytes(fp32_model)
-    if size_ratio > max_size_ratio:
-        biggest = max(left_fp32, key=left_fp32.get, default=None)
-        return report(name, False, f"your file is {size_ratio:.2f}x fp32's (> {max_size_ratio:.2f}x). The largest "
-                      f"layer still in fp32 is `{biggest}`: an nn.Embedding takes float_qparams_weight_only_qconfig, "
-                      "an nn.LSTM default_dynamic_qconfig.")
-    comparison = evaluation.compare(fp32_val_logits, lstm.predict(chosen_model, val_ids), split=evaluation.VALIDATION)
-    if comparison.agreement < min_agreement:
-        return report(name, False, f"agreement with fp32 on validation is {comparison.agreement:.3f} "
-                      f"(< {min_agreement:.2f}). Score each quantized part on its own on validation and leave out "
-                      "the one that costs agreement.")
-    return report(name, True, "", f"{size_ratio:.2f}x fp32's file, {comparison.agreement:.1%} agreement on "
-                  "validation, and no layer quantized that does not shrink.")
+        if type(child) is not type(fp32_children[child_name]):
+            ratio = measure.state_dict_bytes(child) / measure.state_dict_bytes(fp32_children[child_name])
+            if ratio > min_layer_shrink:
+                return report(name, False, f"`{child_name}` is quantized, but its file is {ratio:.2f}x its fp32 "
+                              "file: it does not pay off in size, and it adds rounding. Leave its type out of "
+                              "qconfig_spec (the breakdown table above says which layers shrink).")
+            quantized.add(child_name)
+    expected, scored = layer_choice_02(fp32_model, val_ids, fp32_val_logits, min_agreement, min_layer_shrink)
+    if quantized == expected:
+        comparison, size = scored[expected]
+        return report(name, True, "", f"{', '.join(sorted(expected))} in int8: {size / measure.state_dict_bytes(fp32_model):.2f}x "
+                      f"fp32's file, {comparison.agreement:.1%} agreement on validation.")
+    mine = scored.get(frozenset(quantized))
+    if mine is not None and mine[0].agreement < min_agreement:
+        return report(name, False, f"quantizing {sorted(quantized)} agrees with fp32 on {mine[0].agreement:.3f} of "
+                      f"validation (< {min_agreement:.2f}). Score each candidate on validation and keep only those "
+                      "that reach the bar.")
+    return report(name, False, f"you quantized {sorted(quantized) or 'nothing'}; another candidate that pays off "
+                  f"keeps agreement >= {min_agreement:.2f} on validation with a smaller file (or, if none reaches it, "
+                  "agrees more). Score every combination of the layers that shrink, and let "
+                  "evaluation.select_on_validation(..., prefer=smaller file) choose.")
 
 
 def check_int8_size_prediction(predict_int8_bytes, extra_lstms=(), name: str = "exercise 3",

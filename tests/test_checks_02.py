@@ -82,34 +82,42 @@ def _quantized(model, spec):
     return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), spec)
 
 
-def test_layer_choice_passes_when_only_paying_layers_are_quantized(capsys, classifier):
+LSTM_AND_EMBEDDING = {nn.LSTM: default_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig}
+
+
+def test_layer_choice_candidates_are_the_paying_layers_chosen_by_the_protocol(classifier):
     model, val_ids, val_logits = classifier
-    chosen = _quantized(model, {nn.LSTM: default_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig})
-    checks.check_layer_choice(model, chosen, val_ids, val_logits, min_agreement=0.9)
+    chosen, scored = checks.layer_choice_02(model, val_ids, val_logits, min_agreement=0.0)
+    # fc (128 x 2) does not shrink, so it is in no candidate; every candidate is scored on validation
+    assert set(scored) == {frozenset({"lstm"}), frozenset({"embedding"}), frozenset({"lstm", "embedding"})}
+    assert all(c.split == "validation" and c.n == len(val_ids) for c, _ in scored.values())
+    assert chosen == frozenset({"lstm", "embedding"})  # every candidate is eligible: the smallest file wins
+    chosen, scored = checks.layer_choice_02(model, val_ids, val_logits, min_agreement=1.01)  # none eligible
+    assert chosen == max(scored, key=lambda names: scored[names][0].agreement)
+
+
+def test_layer_choice_passes_the_validation_choice(capsys, classifier):
+    model, val_ids, val_logits = classifier
+    checks.check_layer_choice(model, _quantized(model, LSTM_AND_EMBEDDING), val_ids, val_logits, min_agreement=0.0)
     ok, out = _verdict(capsys, "exercise 2")
     assert ok, out
     assert "agreement on validation" in out
 
 
-@pytest.mark.parametrize("spec, hint", [
-    ({nn.LSTM: default_dynamic_qconfig, nn.Linear: default_dynamic_qconfig,
-      nn.Embedding: float_qparams_weight_only_qconfig}, "`fc` is quantized, but its file is"),
-    ({nn.LSTM: default_dynamic_qconfig}, "The largest layer still in fp32 is `embedding`"),
-    ({nn.Embedding: float_qparams_weight_only_qconfig}, "The largest layer still in fp32 is `lstm`"),
+@pytest.mark.parametrize("spec, min_agreement, hint", [
+    ({**LSTM_AND_EMBEDDING, nn.Linear: default_dynamic_qconfig}, 0.0, "`fc` is quantized, but its file is"),
+    ({nn.LSTM: default_dynamic_qconfig}, 0.0, "with a smaller file"),  # a smaller eligible candidate exists
+    (LSTM_AND_EMBEDDING, 1.01, "agrees with fp32 on"),  # below the bar
 ])
-def test_layer_choice_hints(capsys, classifier, spec, hint):
+def test_layer_choice_hints(capsys, classifier, spec, min_agreement, hint):
     model, val_ids, val_logits = classifier
-    checks.check_layer_choice(model, _quantized(model, spec), val_ids, val_logits, min_agreement=0.9)
+    checks.check_layer_choice(model, _quantized(model, spec), val_ids, val_logits, min_agreement=min_agreement)
     ok, out = _verdict(capsys, "exercise 2")
     assert not ok and hint in out
 
 
-def test_layer_choice_judges_agreement_on_validation(capsys, classifier):
+def test_layer_choice_unanswered_and_wrong_model(capsys, classifier):
     model, val_ids, val_logits = classifier
-    chosen = _quantized(model, {nn.LSTM: default_dynamic_qconfig, nn.Embedding: float_qparams_weight_only_qconfig})
-    checks.check_layer_choice(model, chosen, val_ids, val_logits, min_agreement=1.01)  # unreachable
-    ok, out = _verdict(capsys, "exercise 2")
-    assert not ok and "agreement with fp32 on validation is" in out
     checks.check_layer_choice(model, ..., val_ids, val_logits)
     assert "no answer yet" in _verdict(capsys, "exercise 2")[1]
     checks.check_layer_choice(model, nn.Sequential(nn.Linear(2, 2)), val_ids, val_logits)

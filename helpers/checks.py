@@ -217,6 +217,7 @@ def check_clip_ratio_choice(name: str, choose_clip_ratio, val_batches, test_batc
 
 
 # --- notebook 02 ---
+# The learner's functions are called through `_call_01` (notebook 01's section): an exception becomes a hint.
 
 #: (supported engines, platform.machine(), the engines a correct pick may return) for ``check_engine_picker``.
 ENGINE_CASES_02 = (
@@ -227,14 +228,6 @@ ENGINE_CASES_02 = (
 )
 #: Builds with no usable engine: a correct pick raises instead of returning "none".
 NO_ENGINE_CASES_02 = (((), "x86_64"), (("none",), "arm64"))
-
-
-def _learner_call(fn, *args):
-    """``(fn(*args), None)``, or ``(None, "ExcType: message")`` when the learner's code raises."""
-    try:
-        return fn(*args), None
-    except Exception as err:  # the learner's code may raise anything; the hint names it
-        return None, f"{type(err).__name__}: {err}"
 
 
 def _toy_lstm_02():
@@ -256,7 +249,7 @@ def check_engine_picker(pick_engine, name: str = "exercise 1") -> None:
         return report(name, False, "no answer yet: replace the `...` with your code. Return one engine from the "
                       "list: x86 first on x86-64, qnnpack on ARM.")
     for supported, machine, good in ENGINE_CASES_02:
-        got, error = _learner_call(pick_engine, list(supported), machine)
+        got, error = _call_01(pick_engine, list(supported), machine)
         if error:
             return report(name, False, f"pick_engine({list(supported)}, {machine!r}) raised {error}")
         if got not in good:
@@ -396,7 +389,7 @@ def check_int8_size_prediction(predict_int8_bytes, extra_lstms=(), name: str = "
     for module in cases:
         quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(copy.deepcopy(module)),
                                                            {torch.nn.LSTM}, dtype=torch.qint8)[0]
-        predicted, failure = _learner_call(predict_int8_bytes, module)
+        predicted, failure = _call_01(predict_int8_bytes, module)
         if failure or not isinstance(predicted, (int, float)):
             return report(name, False, f"predict_int8_bytes({module}) gave {failure or repr(predicted)}; return a "
                           "number of bytes.")

@@ -1,11 +1,10 @@
 """Saving and loading a dynamically quantized model safely: a state_dict plus a manifest, and loud errors.
 
-Why this exists: ``quantize_dynamic`` replaces each ``nn.Linear`` with a quantized module whose state_dict holds
-``scale``, ``zero_point`` and ``_packed_params._packed_params`` instead of ``weight`` and ``bias``. A float model
-(``from_pretrained``, or ``load_state_dict(strict=False)``) then finds its ``weight``/``bias`` keys missing and keeps
-freshly initialised layers: the accuracy collapses with at most a warning. Notebook 05 shows it.
-
-The safe way is *rebuild, then load*:
+Why: ``quantize_dynamic`` replaces each ``nn.Linear`` with a module whose state_dict holds ``scale``, ``zero_point``
+and ``_packed_params._packed_params`` instead of ``weight`` and ``bias``; a float model (``from_pretrained``,
+``load_state_dict(strict=False)``) keeps fresh layers where those keys are missing. The fix is *rebuild, then load*
+(``quantize_dynamic`` the float model, then ``load_state_dict(torch.load(f, weights_only=True))``); this helper adds
+what a library format would give, for when there is none:
 
     save_quantized(int8_model, directory, QuantSpec())     # weights + manifest.json, written atomically
     model = load_quantized(directory, build_float)          # float skeleton -> same quantize_dynamic -> strict load
@@ -18,12 +17,16 @@ The safe way is *rebuild, then load*:
 
 Loading rebuilds the float model with your builder, applies the manifest's ``quantize_dynamic`` spec, checks every
 file against the manifest, reads the weights with ``torch.load(weights_only=True)`` (no code runs) and loads them
-strictly. Every failure raises a ``PersistenceError`` subclass that names the cause and the fix; nothing is ever
-silently re-initialised.
+strictly. Every failure raises a ``PersistenceError`` subclass that names the cause and the fix (and the file: inside
+the course cache or checkout relative to it, see ``shown``); nothing is ever silently re-initialised.
+
+The manifest's sha256 detects a file damaged in transit or on disk. It does not stop tampering: whoever can edit the
+weights file can edit the manifest beside it. Safety against a malicious file comes from ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -38,7 +41,7 @@ from typing import Callable, Mapping
 
 import torch
 
-from .paths import atomic_write, sha256_file
+from .paths import PROJECT_ROOT, atomic_write, cache_dir, sha256_file
 
 FORMAT = "int8-course/quantized-state-dict"
 FORMAT_VERSION = 1
@@ -63,6 +66,18 @@ TYPED_STORAGE_WARNING = r"TypedStorage is deprecated"
 REFUSED_CODE_PHRASES = ("whose module", "unsupported global", "was not an allowed global",
                         "trying to call reduce for unrecognized function", "can only create new object for",
                         "can only build tensor, parameter")
+
+
+def shown(path: str | os.PathLike) -> str:
+    """``path`` as error messages name it: ``<course cache>/...`` inside the course cache, relative inside the course
+    checkout, otherwise as given. A printed error then never shows the machine's directory layout."""
+    path = Path(path)
+    for root, prefix in ((cache_dir(), "<course cache>/"), (PROJECT_ROOT, "")):
+        try:
+            return prefix + path.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            continue
+    return str(path)
 
 
 # --- errors ---------------------------------------------------------------------------------------------------
@@ -221,6 +236,18 @@ def _shapes(value):
     return None
 
 
+def key_mismatch_summary(missing_keys, unexpected_keys) -> str:
+    """transformers' load report (or ``load_state_dict(strict=False)``'s result) as one line of key counts by kind
+    (the part after the layer's name), e.g. ``76 MISSING (38 x bias, 38 x weight); 152 UNEXPECTED (38 x scale, ...)``."""
+    parts = []
+    for label, keys in (("MISSING", list(missing_keys)), ("UNEXPECTED", list(unexpected_keys))):
+        kinds = collections.Counter(k[k.index("_packed_params"):] if "._packed_params" in k else k.rsplit(".", 1)[-1]
+                                    for k in keys)
+        listed = ", ".join(f"{n} x {kind}" for kind, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+        parts.append(f"{len(keys)} {label}" + (f" ({listed})" if keys else ""))
+    return "; ".join(parts)
+
+
 # --- files ----------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
@@ -251,7 +278,7 @@ def load_state_file(path: str | os.PathLike) -> dict:
     """``torch.load(path, weights_only=True, map_location="cpu")`` with errors that say what is wrong with the file."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointMissingError(f"no checkpoint file at {path}; save the model first (save_quantized)")
+        raise CheckpointMissingError(f"no checkpoint file at {shown(path)}; save the model first (save_quantized)")
     try:
         with quiet_typed_storage():
             state = torch.load(path, weights_only=True, map_location="cpu")
@@ -267,18 +294,18 @@ def load_state_file(path: str | os.PathLike) -> dict:
                 fix = ("Save a state_dict instead of the whole module (save_quantized does); load it with "
                        "weights_only=False only if you fully trust where the file came from.")
             raise UnsafeCheckpointError(
-                f"{path} holds pickled Python objects, not just tensors: it asks the unpickler for {what}, and "
+                f"{shown(path)} holds pickled Python objects, not just tensors: it asks the unpickler for {what}, and "
                 f"torch.load(weights_only=True) refused to run it ({reason}). Nothing in the file was executed. "
                 + fix) from exc
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
-        raise CorruptCheckpointError(f"{path} is truncated or not a torch checkpoint (the unpickler read garbage: "
+        raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint (the unpickler read garbage: "
                                      f"{detail}). Save the model again.") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise CorruptCheckpointError(f"{path} is truncated or not a torch checkpoint ({type(exc).__name__}: "
+        raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint ({type(exc).__name__}: "
                                      f"{str(exc).splitlines()[0]}). Save the model again.") from exc
     if not isinstance(state, dict):
-        raise CorruptCheckpointError(f"{path} holds a {type(state).__name__}, not a state_dict. "
+        raise CorruptCheckpointError(f"{shown(path)} holds a {type(state).__name__}, not a state_dict. "
                                      "Save model.state_dict() (save_quantized does).")
     return state
 
@@ -343,26 +370,26 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     directory = Path(directory)
     path = directory / MANIFEST_FILE
     if not directory.is_dir():
-        raise CheckpointMissingError(f"no checkpoint directory at {directory}; save the model with save_quantized")
+        raise CheckpointMissingError(f"no checkpoint directory at {shown(directory)}; save the model with save_quantized")
     if not path.is_file():
         stray = sorted(p.name for p in directory.iterdir() if p.suffix in (".pt", ".bin", ".pth", ".safetensors"))
         hint = (f" It holds {stray}: a bare weights file without a manifest cannot be checked or rebuilt. "
                 if stray else " ")
-        raise CheckpointMissingError(f"{path} is missing.{hint}Save the model with save_quantized.")
+        raise CheckpointMissingError(f"{shown(path)} is missing.{hint}Save the model with save_quantized.")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CorruptCheckpointError(f"{path} is not valid JSON ({exc}); save the model again") from exc
+        raise CorruptCheckpointError(f"{shown(path)} is not valid JSON ({exc}); save the model again") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IncompatibleVersionError(f"{path} is not a {FORMAT} manifest: it was not written by save_quantized. "
+        raise IncompatibleVersionError(f"{shown(path)} is not a {FORMAT} manifest: it was not written by save_quantized. "
                                        "Save the model with save_quantized (or load this file with the tool that "
                                        "wrote it).")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise IncompatibleVersionError(f"{path} has manifest format version {manifest.get('format_version')}, this "
+        raise IncompatibleVersionError(f"{shown(path)} has manifest format version {manifest.get('format_version')}, this "
                                        f"helper reads version {FORMAT_VERSION}; update the course helpers or re-save")
     for key in ("quantization", "torch", "engine", "files"):
         if key not in manifest:
-            raise CorruptCheckpointError(f"{path} lacks the {key!r} entry; save the model again")
+            raise CorruptCheckpointError(f"{shown(path)} lacks the {key!r} entry; save the model again")
     check_torch_version(manifest["torch"])
     return manifest
 
@@ -373,15 +400,15 @@ def verify_files(directory: str | os.PathLike, manifest: Mapping) -> None:
     for name, info in manifest["files"].items():
         path = directory / name
         if not path.is_file():
-            raise CheckpointMissingError(f"{path} is listed in the manifest but missing; save the model again")
+            raise CheckpointMissingError(f"{shown(path)} is listed in the manifest but missing; save the model again")
         size = path.stat().st_size
         if size != info["bytes"]:
-            raise CorruptCheckpointError(f"{path} is {size} bytes, the manifest says {info['bytes']}: the file is "
+            raise CorruptCheckpointError(f"{shown(path)} is {size} bytes, the manifest says {info['bytes']}: the file is "
                                          f"{'truncated' if size < info['bytes'] else 'not the one saved'}. "
                                          "Copy it again or save the model again.")
         digest = sha256_file(path)
         if digest != info["sha256"]:
-            raise ChecksumMismatchError(f"{path} has sha256 {digest[:12]}…, the manifest says {info['sha256'][:12]}…: "
+            raise ChecksumMismatchError(f"{shown(path)} has sha256 {digest[:12]}…, the manifest says {info['sha256'][:12]}…: "
                                         "the file was modified or corrupted after saving. Do not use it; save again.")
 
 
@@ -408,7 +435,7 @@ def load_quantized(directory: str | os.PathLike, build_float: Callable[[], torch
     state = load_state_file(Path(directory) / WEIGHTS_FILE)
     kind = checkpoint_kind(state)
     if kind != "quantized":
-        raise FloatCheckpointError(f"{Path(directory) / WEIGHTS_FILE} holds a {kind} state_dict, not a dynamically "
+        raise FloatCheckpointError(f"{shown(Path(directory) / WEIGHTS_FILE)} holds a {kind} state_dict, not a dynamically "
                                    "quantized one; save the quantized model with save_quantized.")
     model = build_float()
     if not isinstance(model, torch.nn.Module):
@@ -417,9 +444,4 @@ def load_quantized(directory: str | os.PathLike, build_float: Callable[[], torch
         raise QuantizedCheckpointError("build_float() returned an already quantized model; it must build the float "
                                        "architecture, which load_quantized then quantizes with the manifest's spec.")
     skeleton = spec.apply(model.eval())
-    return load_strict(skeleton, state, source=str(Path(directory) / WEIGHTS_FILE)).eval()
-
-
-def files_bytes(directory: str | os.PathLike) -> int:
-    """Bytes on disk of a saved directory (weights and manifest)."""
-    return sum(p.stat().st_size for p in Path(directory).iterdir() if p.is_file())
+    return load_strict(skeleton, state, source=shown(Path(directory) / WEIGHTS_FILE)).eval()

@@ -316,3 +316,57 @@ def test_float16_round_trip(tmp_path):
     loaded = P.load_quantized(tmp_path / "fp16", build_mlp)
     x = torch.randn(5, 16)
     assert torch.equal(q(x), loaded(x))
+
+
+def test_messages_name_files_relative_to_the_course_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("INT8_COURSE_CACHE", str(tmp_path / "cache"))
+    _, q = make_int8_mlp()
+    directory = tmp_path / "cache" / "05_save_load" / "helper"
+    P.save_quantized(q, directory)
+    weights = directory / P.WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(P.CorruptCheckpointError) as raised:
+        P.load_quantized(directory, build_mlp)
+    message = str(raised.value)
+    assert message.startswith("<course cache>/05_save_load/helper/quantized_state.pt is ")  # still names the file
+    assert str(tmp_path) not in message
+    with pytest.raises(P.CheckpointMissingError, match="no checkpoint directory at <course cache>/nowhere;"):
+        P.load_quantized(tmp_path / "cache" / "nowhere", build_mlp)
+
+
+def test_shown():
+    from helpers.paths import PROJECT_ROOT, cache_dir
+
+    assert P.shown(cache_dir() / "a" / "b.pt") == "<course cache>/a/b.pt"
+    assert P.shown(PROJECT_ROOT / "notebooks" / "x.pt") == "notebooks/x.pt"
+    outside = "/somewhere/else/model.pt"
+    assert P.shown(outside) == outside  # a file of the learner's own: named as they gave it
+
+
+def test_key_mismatch_summary_counts_kinds_of_keys():
+    float_model, q = make_int8_mlp()
+    outcome = build_mlp().load_state_dict(q.state_dict(), strict=False)
+    assert P.key_mismatch_summary(outcome.missing_keys, outcome.unexpected_keys) == (
+        "4 MISSING (2 x bias, 2 x weight); 8 UNEXPECTED (2 x _packed_params._packed_params, "
+        "2 x _packed_params.dtype, 2 x scale, 2 x zero_point)")
+    assert P.key_mismatch_summary([], []) == "0 MISSING; 0 UNEXPECTED"
+    bert_float, bert_int8 = build_tiny_bert().state_dict(), P.QuantSpec().apply(build_tiny_bert()).state_dict()
+    summary = P.key_mismatch_summary(set(bert_float) - set(bert_int8), set(bert_int8) - set(bert_float))
+    assert summary.startswith("28 MISSING (14 x bias, 14 x weight); 56 UNEXPECTED (14 x ")
+
+
+def test_a_rewritten_manifest_hides_tampering(saved_mlp):
+    """The checksum detects damage, not tampering: whoever edits the weights can edit the manifest beside them."""
+    q, directory = saved_mlp
+    weights, manifest_path = directory / P.WEIGHTS_FILE, directory / P.MANIFEST_FILE
+    state = torch.load(weights, weights_only=True)
+    w, b = state["2._packed_params._packed_params"]
+    state["2._packed_params._packed_params"] = (w, b + 5.0)  # every output of the last layer shifted
+    torch.save(state, weights)
+    with pytest.raises((P.ChecksumMismatchError, P.CorruptCheckpointError)):  # size or sha256 no longer match
+        P.load_quantized(directory, build_mlp)
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][P.WEIGHTS_FILE] = {"sha256": sha256_file(weights), "bytes": weights.stat().st_size}
+    manifest_path.write_text(json.dumps(manifest))
+    x = torch.randn(4, 16)
+    assert not torch.equal(P.load_quantized(directory, build_mlp)(x), q(x))  # loads, and computes something else

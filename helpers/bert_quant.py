@@ -2,18 +2,20 @@
 
 - ``linear_groups``      the named groups of ``nn.Linear`` layers: ``head``, ``classifier``, ``block0``..``blockN``,
                           ``first_block``, ``last_block``, ``attention``, ``ffn``, ``all``
-- ``quantize_model``     a quantized *copy*: every Linear dynamically int8 except the groups kept in fp32, and
-                          optionally the ``nn.Embedding`` tables weight-only int8 (``float_qparams_weight_only_qconfig``)
-                          and per-channel weight scales
+- ``qconfig_spec``       the ``qconfig_spec`` dict for ``torch.ao.quantization.quantize_dynamic``: a qconfig per
+                          Linear name (groups kept fp32 are left out), optionally ``nn.Embedding`` weight-only int8
+- ``quantize_model``     a quantized *copy*: ``quantize_dynamic(model, qconfig_spec(...))``, the sweep's one call
+- ``float_linears``      the names of the layers that are still float ``nn.Linear`` (what a spec kept fp32)
 - ``module_census``      how many modules of each type a model holds (what ``quantize_dynamic`` swapped)
 - ``size_breakdown``     bytes of the saved state_dict per part: embeddings / encoder / head
-- ``timed_evaluate``     accuracy and per-batch latency from one pass over a split, at a fixed thread count
 - ``activation_peaks``   how far each Linear layer's input peaks above its typical value (what one int8 scale
                           per tensor has to cover)
+- ``error_sources``      per Linear, the output error each ingredient of dynamic int8 causes on its own: weights
+                          per tensor or per channel, activations with one 7- or 8-bit scale per batch or per token
 
 Dynamic quantization stores int8 weights and quantizes activations on the fly, batch by batch; it touches only the
-module types it is asked to. Its default set, ``{nn.Linear}``, leaves the embedding tables in fp32: on a small BERT
-they are about half of the file.
+module types or names its ``qconfig_spec`` names. Its default set, ``{nn.Linear}``, leaves the embedding tables in
+fp32: on a small BERT they are about half of the file.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import copy
 import io
 import re
-import time
 from collections import Counter
 from typing import Iterable, Sequence
 
@@ -75,19 +76,14 @@ def linear_groups(model: nn.Module) -> dict[str, list[str]]:
     return {k: v for k, v in groups.items() if v}
 
 
-def activation_peaks(model: nn.Module, batch: dict[str, torch.Tensor]) -> list[dict]:
-    """For every ``nn.Linear``, on one forward pass of ``batch``: the peak of its input (``max |x|``) in units of
-    the input's standard deviation, and how many of the 127 positive int8 levels a one-standard-deviation value
-    gets when one scale covers the whole tensor (``127 / peak``), as per-tensor dynamic quantization does. Rows in
-    module order, each with the layer's group (``attention``, ``ffn``, ``head``, or ``other``)."""
-    groups = linear_groups(model)
-    group_of = {n: g for g in ("attention", "ffn", "head") for n in groups.get(g, [])}
-    peaks: dict[str, float] = {}
+def _linear_inputs(model: nn.Module, batch) -> dict[str, torch.Tensor]:
+    """The input of every ``nn.Linear`` on one forward pass of ``batch`` (a dict of tensors or one tensor), by
+    layer name, captured with forward hooks that are removed again."""
+    inputs: dict[str, torch.Tensor] = {}
 
     def hook(name):
         def record(module, args, output):
-            x = args[0].detach().float()
-            peaks[name] = (x.abs().max() / x.std()).item()
+            inputs[name] = args[0].detach().float()
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -97,6 +93,22 @@ def activation_peaks(model: nn.Module, batch: dict[str, torch.Tensor]) -> list[d
     finally:
         for h in handles:
             h.remove()
+    return inputs
+
+
+def _group_of(model: nn.Module) -> dict[str, str]:
+    groups = linear_groups(model)
+    return {n: g for g in ("attention", "ffn", "head") for n in groups.get(g, [])}
+
+
+def activation_peaks(model: nn.Module, batch: dict[str, torch.Tensor]) -> list[dict]:
+    """For every ``nn.Linear``, on one forward pass of ``batch``: the peak of its input (``max |x|``) in units of
+    the input's standard deviation, and how many of the 127 positive int8 levels a one-standard-deviation value
+    gets when one scale covers the whole tensor (``127 / peak``), as per-tensor dynamic quantization does. Rows in
+    module order, each with the layer's group (``attention``, ``ffn``, ``head``, or ``other``)."""
+    group_of = _group_of(model)
+    inputs = _linear_inputs(model, batch)
+    peaks = {n: (x.abs().max() / x.std()).item() for n, x in inputs.items()}
     return [{"layer": n, "group": group_of.get(n, "other"), "peak / std": peaks[n],
              "int8 levels per std": 127 / peaks[n]} for n in _linear_names(model) if n in peaks]
 
@@ -115,20 +127,17 @@ def _resolve(model: nn.Module, keep_fp32: str | Iterable[str] | None) -> set[str
     return kept
 
 
-def quantize_model(model: nn.Module, keep_fp32: str | Iterable[str] | None = None, embeddings: bool = False,
-             engine: str | None = None, per_channel: bool = False) -> nn.Module:
-    """A dynamically quantized copy of ``model`` (the original is left untouched): ``torch.ao.quantization.
-    quantize_dynamic`` with a qconfig per layer name, so that groups of layers can stay fp32.
+def qconfig_spec(model: nn.Module, keep_fp32: str | Iterable[str] | None = None, embeddings: bool = False,
+                 per_channel: bool = False) -> dict:
+    """The ``qconfig_spec`` of ``torch.ao.quantization.quantize_dynamic`` for this model, keyed by module name.
 
-    Every ``nn.Linear`` becomes a dynamic int8 Linear (int8 weights, activations quantized per batch), except the
-    layers of the groups in ``keep_fp32`` (names from ``linear_groups``). With ``embeddings=True`` every
-    ``nn.Embedding`` is also stored as int8 rows with a float scale and offset per row (weight-only; the lookup
-    returns fp32). With ``per_channel=True`` each output channel of a Linear weight gets its own scale
-    (``per_channel_dynamic_qconfig``) instead of one scale per tensor. The weights are packed for ``engine``
-    (default: the active quantized engine); run the copy under the same engine.
+    Every ``nn.Linear`` gets ``default_dynamic_qconfig`` (one weight scale per tensor) or, with ``per_channel``,
+    ``per_channel_dynamic_qconfig`` (one per output channel), except the layers of the groups in ``keep_fp32``
+    (names from ``linear_groups``): they are left out of the spec, so they stay float. With ``embeddings=True``
+    every ``nn.Embedding`` gets ``float_qparams_weight_only_qconfig`` (int8 rows, a float scale and offset per row).
     """
     from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
-                                       per_channel_dynamic_qconfig, quantize_dynamic)
+                                       per_channel_dynamic_qconfig)
 
     kept = _resolve(model, keep_fp32)
     linear_qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig
@@ -138,6 +147,25 @@ def quantize_model(model: nn.Module, keep_fp32: str | Iterable[str] | None = Non
                      if isinstance(m, nn.Embedding)})
     if not spec:
         raise ValueError("nothing left to quantize: every Linear layer is kept in fp32 and embeddings=False")
+    return spec
+
+
+def quantize_model(model: nn.Module, keep_fp32: str | Iterable[str] | None = None, embeddings: bool = False,
+                   engine: str | None = None, per_channel: bool = False) -> nn.Module:
+    """A dynamically quantized copy of ``model`` (the original is left untouched). It wraps one call,
+    ``torch.ao.quantization.quantize_dynamic(model, qconfig_spec(model, keep_fp32, embeddings, per_channel),
+    dtype=torch.qint8)``, for sweeps over many variants.
+
+    Every ``nn.Linear`` becomes a dynamic int8 Linear (int8 weights, activations quantized per batch), except the
+    layers of the groups in ``keep_fp32`` (names from ``linear_groups``). With ``embeddings=True`` every
+    ``nn.Embedding`` is also stored as int8 rows with a float scale and offset per row (weight-only; the lookup
+    returns fp32). With ``per_channel=True`` each output channel of a Linear weight gets its own scale
+    (``per_channel_dynamic_qconfig``) instead of one scale per tensor. The weights are packed for ``engine``
+    (default: the active quantized engine); run the copy under the same engine.
+    """
+    from torch.ao.quantization import quantize_dynamic
+
+    spec = qconfig_spec(model, keep_fp32, embeddings, per_channel)
     with engine_mod.using(engine):
         quantized = quantize_dynamic(copy.deepcopy(model).eval(), spec, dtype=torch.qint8)
     for module in quantized.modules():
@@ -150,6 +178,100 @@ def _contiguous_indices(module, args):
     """The int8 lookup kernel rejects non-contiguous indices, and BERT passes an expanded (non-contiguous)
     ``token_type_ids`` buffer when the caller gives none: hand the kernel a contiguous copy."""
     return tuple(a.contiguous() if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def float_linears(model: nn.Module) -> list[str]:
+    """Names of the layers that are still float ``nn.Linear`` (exactly that type), in module order: what a
+    ``qconfig_spec`` kept fp32. Dynamic int8 Linears are a different class, so they are not listed."""
+    return [name for name, m in model.named_modules() if type(m) is nn.Linear]
+
+
+# --- where the error of dynamic int8 comes from ---------------------------------------------------------------
+
+#: The columns of ``error_sources``: each ingredient of dynamic int8, applied alone.
+ERROR_SOURCES = ("weights, per tensor", "weights, per channel", "activations, 7-bit per batch",
+                 "activations, 8-bit per batch", "activations, 8-bit per token")
+
+
+def _fake_quant_weight(weight: torch.Tensor, qconfig) -> torch.Tensor:
+    """``weight`` quantized and dequantized with the qconfig's own weight observer (the scales quantize_dynamic
+    computes)."""
+    observer = qconfig.weight()
+    observer(weight)
+    scale, zero_point = observer.calculate_qparams()
+    if observer.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine):
+        return torch.fake_quantize_per_channel_affine(weight, scale.float(), zero_point.int(), observer.ch_axis,
+                                                      observer.quant_min, observer.quant_max)
+    return torch.fake_quantize_per_tensor_affine(weight, float(scale), int(zero_point), observer.quant_min,
+                                                 observer.quant_max)
+
+
+def fake_quant_activation_per_batch(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """``x`` through the activation quantization of a dynamic int8 Linear: one asymmetric scale for the whole
+    tensor (every sentence and token of the batch), its range widened to include 0, ``bits`` bits (fbgemm and
+    x86 use 7 because the module passes ``reduce_range=True``; qnnpack uses 8)."""
+    qmax = 2 ** bits - 1
+    low, high = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    scale = (high - low) / qmax or 1.0
+    zero_point = int(min(qmax, max(0, round(-low / scale))))
+    return torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, qmax)
+
+
+def _fake_quant_per_token(x: torch.Tensor, bits: int = 8) -> torch.Tensor:
+    """Symmetric, one scale per token (row): the activation scheme of torchao's Int8DynamicActivationInt8Weight."""
+    qmax = 2 ** (bits - 1) - 1
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / qmax
+    return torch.clamp(torch.round(x / scale), -qmax - 1, qmax) * scale
+
+
+def error_sources(model: nn.Module, batch) -> list[dict]:
+    """Where the error of dynamic int8 comes from, per ``nn.Linear`` of a float ``model``, on one forward pass
+    of ``batch`` (pad it as the evaluation does: padding tokens share the activation scale).
+
+    For each layer the relative error ``|y' - y| / |y|`` (Frobenius norms) of its output when one ingredient is
+    quantized and the rest stays fp32 (``ERROR_SOURCES``): the weights with ``default_dynamic_qconfig``'s observer
+    (one scale per tensor) or ``per_channel_dynamic_qconfig``'s (one per output channel); the input with one scale
+    per batch at 7 bits (x86/fbgemm) or 8 bits (qnnpack), or one scale per token at 8 bits (torchao's scheme).
+    Rows in module order, with the layer's group."""
+    from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
+
+    group_of = _group_of(model)
+    inputs = _linear_inputs(model, batch)
+    modules = dict(model.named_modules())
+    rows = []
+    with torch.inference_mode():
+        for name in _linear_names(model):
+            if name not in inputs:
+                continue
+            layer, x = modules[name], inputs[name]
+            w, b = layer.weight.detach().float(), None if layer.bias is None else layer.bias.detach().float()
+            y = nn.functional.linear(x, w, b)
+            variants = {
+                ERROR_SOURCES[0]: (x, _fake_quant_weight(w, default_dynamic_qconfig)),
+                ERROR_SOURCES[1]: (x, _fake_quant_weight(w, per_channel_dynamic_qconfig)),
+                ERROR_SOURCES[2]: (fake_quant_activation_per_batch(x, 7), w),
+                ERROR_SOURCES[3]: (fake_quant_activation_per_batch(x, 8), w),
+                ERROR_SOURCES[4]: (_fake_quant_per_token(x, 8), w),
+            }
+            norm = y.norm().item() or 1.0
+            row = {"layer": name, "group": group_of.get(name, "other")}
+            row.update({source: (nn.functional.linear(xq, wq, b) - y).norm().item() / norm
+                        for source, (xq, wq) in variants.items()})
+            rows.append(row)
+    return rows
+
+
+def summarize_error_sources(rows: Sequence[dict]) -> list[dict]:
+    """``error_sources`` rows averaged per group (``attention``, ``ffn``, ``head``, ...) and over all layers."""
+    if not rows:
+        raise ValueError("no rows to summarize: run error_sources on a model with nn.Linear layers first")
+    by_group: dict[str, list[dict]] = {}
+    for row in rows:
+        by_group.setdefault(row["group"], []).append(row)
+    by_group["all layers"] = list(rows)
+    return [{"group": group, "layers": len(members),
+             **{s: sum(r[s] for r in members) / len(members) for s in ERROR_SOURCES}}
+            for group, members in by_group.items()]
 
 
 def module_census(model: nn.Module) -> Counter:
@@ -195,36 +317,3 @@ def size_breakdown(model: nn.Module, parts: dict[str, Sequence[str]] | None = No
         sizes["other"] = _saved_bytes(other)
     sizes["total"] = measure.state_dict_bytes(model)
     return sizes
-
-
-def timed_evaluate(model: nn.Module, tokenizer, split, max_len: int, batch_size: int = 32, threads: int | None = 1,
-                   warmup_batches: int = 1, engine: str | None = None, progress: bool = False) -> dict:
-    """One pass over ``split`` that yields both the accuracy and the latency per batch.
-
-    Every batch is padded to ``max_len``, so every full batch costs the same work: the first ``warmup_batches``
-    are not timed, the other full batches are (a last, shorter batch is scored but not timed). Returns
-    ``accuracy``, ``predictions``, ``logits`` and ``latency`` (a ``measure.Latency`` over the timed batches).
-    """
-    from tqdm.auto import tqdm
-
-    from .finetune import encode
-
-    if len(split) < batch_size * (warmup_batches + 1):
-        raise ValueError(f"{len(split)} examples give fewer than {warmup_batches + 1} full batches of {batch_size}; "
-                         "use more examples or a smaller batch_size")
-    model.eval()
-    logits, times = [], []
-    with engine_mod.using(engine), measure.num_threads(threads) as used, torch.inference_mode():
-        starts = range(0, len(split), batch_size)
-        for i, start in enumerate(tqdm(starts, desc="evaluate", disable=not progress, leave=False)):
-            batch = encode(tokenizer, split.texts[start:start + batch_size], max_len)
-            t0 = time.perf_counter()
-            out = model(**batch).logits.float()
-            elapsed = (time.perf_counter() - t0) * 1e3
-            if i >= warmup_batches and len(out) == batch_size:
-                times.append(elapsed)
-            logits.append(out)
-    logits = torch.cat(logits)
-    predictions = logits.argmax(dim=1)
-    return {"accuracy": measure.accuracy(predictions, split.labels), "predictions": predictions, "logits": logits,
-            "latency": measure.summarize(times, used)}

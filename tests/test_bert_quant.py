@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import bert_quant, data, deprecations, measure
+from helpers import bert_quant, deprecations, measure
 from helpers import engine as engine_mod
 
 deprecations.silence_known()
@@ -136,18 +136,6 @@ def test_using_engine_unknown():
             pass
 
 
-def test_timed_evaluate(tiny):
-    split = data.Split([f"word{i} other{i % 7} film" for i in range(70)], [i % 2 for i in range(70)])
-    before = torch.get_num_threads()
-    out = bert_quant.timed_evaluate(tiny, ToyTokenizer(), split, max_len=12, batch_size=16, threads=1)
-    assert torch.get_num_threads() == before
-    assert out["logits"].shape == (70, 2) and out["predictions"].shape == (70,)
-    assert out["accuracy"] == measure.accuracy(out["logits"].argmax(1), split.labels)
-    assert out["latency"].runs == 3 and out["latency"].threads == 1  # 5 batches: 1 warm-up, 3 full, 1 partial
-    with pytest.raises(ValueError, match="fewer than 2 full batches"):
-        bert_quant.timed_evaluate(tiny, ToyTokenizer(), split.head(20), max_len=12, batch_size=16)
-
-
 def test_activation_peaks_rows_groups_and_values(tiny):
     ids = torch.randint(1, 4000, (2, 8))
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
@@ -168,3 +156,119 @@ def test_activation_peaks_measures_an_outlier_exactly():
     (first, second) = bert_quant.activation_peaks(model, x)
     assert first["group"] == "head" and first["peak / std"] == pytest.approx((40.0 / x.std()).item())
     assert second["layer"] == "2"
+
+
+# --- qconfig_spec: the dict quantize_model hands to quantize_dynamic -------------------------------------------
+
+def test_qconfig_spec_names_every_quantized_module(tiny):
+    from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
+                                       per_channel_dynamic_qconfig)
+
+    groups = bert_quant.linear_groups(tiny)
+    spec = bert_quant.qconfig_spec(tiny, keep_fp32="block1")
+    assert set(spec) == set(groups["all"]) - set(groups["block1"])
+    assert all(q is default_dynamic_qconfig for q in spec.values())
+    assert set(bert_quant.qconfig_spec(tiny, per_channel=True).values()) == {per_channel_dynamic_qconfig}
+    with_tables = bert_quant.qconfig_spec(tiny, embeddings=True)
+    tables = {n for n, m in tiny.named_modules() if isinstance(m, nn.Embedding)}
+    assert tables and all(with_tables[n] is float_qparams_weight_only_qconfig for n in tables)
+
+
+def test_quantize_model_is_quantize_dynamic_with_the_spec(tiny):
+    """The wrapper and the explicit call give the same model: same float layers, bit-identical outputs."""
+    explicit = torch.ao.quantization.quantize_dynamic(tiny, bert_quant.qconfig_spec(tiny, keep_fp32="head"),
+                                                      dtype=torch.qint8)
+    wrapped = bert_quant.quantize_model(tiny, keep_fp32="head")
+    x = torch.randint(1, 4000, (3, 10))
+    with torch.inference_mode():
+        assert torch.equal(explicit(input_ids=x).logits, wrapped(input_ids=x).logits)
+    assert bert_quant.float_linears(explicit) == bert_quant.float_linears(wrapped) == ["bert.pooler.dense",
+                                                                                        "classifier"]
+
+
+def test_float_linears(tiny):
+    assert bert_quant.float_linears(tiny) == bert_quant.linear_groups(tiny)["all"]
+    assert bert_quant.float_linears(bert_quant.quantize_model(tiny)) == []
+    kept = bert_quant.float_linears(bert_quant.quantize_model(tiny, keep_fp32="first_block"))
+    assert kept == bert_quant.linear_groups(tiny)["block0"]
+
+
+def test_int8_embeddings_need_contiguous_indices(tiny):
+    """Without token_type_ids BERT passes an expanded buffer, which the int8 lookup rejects; quantize_model's
+    pre-hook makes the indices contiguous, a bare quantize_dynamic model raises the kernel's error."""
+    x = torch.randint(1, 4000, (2, 8))
+    bare = torch.ao.quantization.quantize_dynamic(tiny, bert_quant.qconfig_spec(tiny, embeddings=True),
+                                                  dtype=torch.qint8)
+    with torch.inference_mode():
+        with pytest.raises(RuntimeError, match="contiguous"):
+            bare(input_ids=x)
+        assert bare(input_ids=x, token_type_ids=torch.zeros_like(x)).logits.shape == (2, 2)
+        assert bert_quant.quantize_model(tiny, embeddings=True)(input_ids=x).logits.shape == (2, 2)
+
+
+# --- where the error comes from --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", [e for e in torch.backends.quantized.supported_engines if e != "none"])
+def test_per_batch_activation_emulation_matches_the_dynamic_linear(engine):
+    """A dynamic int8 Linear equals fp32 on (7-bit per-batch activations) x (its int8 weight) on fbgemm, x86 and
+    onednn (the module passes reduce_range=True); qnnpack ignores reduce_range and matches 8 bits."""
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 24)
+    x = torch.randn(2, 5, 48) * 3
+    with engine_mod.using(engine):
+        q = torch.ao.quantization.quantize_dynamic(nn.Sequential(layer), {nn.Linear}, dtype=torch.qint8)[0]
+        with torch.inference_mode():
+            out = q(x)
+    weight = q.weight().dequantize()
+    bits = 8 if engine == "qnnpack" else 7
+    emulated = nn.functional.linear(bert_quant.fake_quant_activation_per_batch(x, bits), weight, layer.bias)
+    other = nn.functional.linear(bert_quant.fake_quant_activation_per_batch(x, 15 - bits), weight, layer.bias)
+    assert measure.max_abs_diff(out, emulated) < 1e-4
+    assert measure.max_abs_diff(out, other) > 100 * measure.max_abs_diff(out, emulated) + 1e-3
+
+
+def test_per_batch_scale_depends_on_the_other_sentences():
+    """One scale per batch: a sentence quantized alone and next to a sentence with a large outlier differ."""
+    quiet, loud = torch.randn(1, 6, 16), torch.randn(1, 6, 16)
+    loud[0, 0, 0] = 50.0
+    alone = bert_quant.fake_quant_activation_per_batch(quiet, 7)
+    together = bert_quant.fake_quant_activation_per_batch(torch.cat([quiet, loud]), 7)[:1]
+    assert (together - quiet).abs().mean() > 5 * (alone - quiet).abs().mean()
+
+
+def test_error_sources_orders_the_ingredients(tiny):
+    ids = torch.randint(1, 4000, (4, 12))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    rows = bert_quant.error_sources(tiny, batch)
+    assert [r["layer"] for r in rows] == bert_quant.linear_groups(tiny)["all"]
+    for r in rows:
+        assert all(0 < r[s] < 0.5 for s in bert_quant.ERROR_SOURCES)
+        assert r["activations, 8-bit per batch"] < r["activations, 7-bit per batch"]  # twice the levels
+    mean = {s: sum(r[s] for r in rows) / len(rows) for s in bert_quant.ERROR_SOURCES}
+    assert mean["activations, 7-bit per batch"] == pytest.approx(2 * mean["activations, 8-bit per batch"], rel=0.3)
+    summary = {r["group"]: r for r in bert_quant.summarize_error_sources(rows)}
+    assert summary["all layers"]["layers"] == len(rows) and summary["ffn"]["layers"] == 2 * LAYERS
+    assert summary["all layers"]["weights, per tensor"] == pytest.approx(mean["weights, per tensor"])
+    with pytest.raises(ValueError, match="no rows"):
+        bert_quant.summarize_error_sources([])
+
+
+def test_error_sources_weight_error_matches_quantize_dynamic():
+    """The per-tensor weight ingredient uses the same scale quantize_dynamic stores."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(32, 16))
+    x = torch.randn(8, 32)
+    (row,) = bert_quant.error_sources(model, x)
+    q = torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)[0]
+    y = model(x).detach()
+    expected = (nn.functional.linear(x, q.weight().dequantize(), model[0].bias) - y).norm() / y.norm()
+    assert row["weights, per tensor"] == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_error_sources_per_channel_helps_when_rows_differ_in_range():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(32, 16))
+    with torch.no_grad():
+        model[0].weight[:1] *= 100  # one output channel 100x larger: one scale per tensor is coarse for the rest
+    (row,) = bert_quant.error_sources(model, torch.randn(8, 32))
+    assert row["weights, per channel"] < row["weights, per tensor"] / 2

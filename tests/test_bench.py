@@ -183,7 +183,7 @@ def test_results_json_schema_ratios_and_markdown(ctx, tmp_path):
     assert not list((tmp_path / "bench").glob(".*tmp"))  # atomic writes leave no temporary files
     raw = json.loads(json_path.read_text())
     assert list(raw) == ["schema", "started", "seconds", "environment", "settings", "grid", "routes", "target",
-                         "protocol", "best_fp32", "roofline"]
+                         "protocol", "best_fp32", "roofline", "isa_sensitivity"]
     assert all(list(r) == ROUTE_KEYS for r in raw["routes"]) and "predictions" not in json_path.read_text()
     assert all(list(p) == LATENCY_KEYS for r in raw["routes"] for p in r["latency"])
     assert raw["schema"] == bench.SCHEMA_VERSION
@@ -469,6 +469,24 @@ def test_cli_argument_errors(argv, message, capsys):
         bench_tool.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_isa_sensitivity_is_recorded_or_its_error_is(monkeypatch, ctx):
+    from helpers import isa
+
+    row = isa.IsaRow("AVX2", "Intel AVX2", False, "gemm:jit", 10.0, 4.0, 1.0, 0.5, 1, (64, 64, 64), 3)
+    monkeypatch.setattr(isa, "isa_sensitivity", lambda runs, timeout_s: [row])
+    assert bench_tool.isa_record(runs=3) == {"rows": [row.as_dict()]}
+    run = bench.run_routes(ctx, TEXTS, LABELS, [routes.registry()["fp32"]], TINY_GRID[:1], runs=1, warmup=0,
+                           progress=False)
+    run.isa_sensitivity = bench_tool.isa_record(runs=3)
+    md = bench_tool.to_markdown(run)
+    assert "ONEDNN_MAX_CPU_ISA caps" in md and "| AVX2 |" in md and "2.5" in md  # 10 ms / 4 ms
+
+    def fails(runs, timeout_s):
+        raise isa.IsaProbeError("the AVX2 child failed with exit status 1\nmore")
+    monkeypatch.setattr(isa, "isa_sensitivity", fails)
+    assert bench_tool.isa_record(runs=3) == {"error": "IsaProbeError: the AVX2 child failed with exit status 1"}
 
 
 def test_cli_list(capsys):

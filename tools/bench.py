@@ -46,9 +46,28 @@ def to_markdown(run: bench.BenchRun) -> str:
                  for p in run.roofline.get("peak_measurements", [])]
         lines += [f"## Roofline at b{b} s{s} t{t}", "", "Peaks measured in this run: " + "; ".join(peaks) + ".", "",
                   tables.to_markdown(roof), ""]
+    isa_rows = (run.isa_sensitivity or {}).get("rows")
+    if isa_rows:
+        lines += ["## int8 over fp32 under ONEDNN_MAX_CPU_ISA caps (one dynamic int8 Linear, onednn engine)", "",
+                  tables.to_markdown([{"ONEDNN_MAX_CPU_ISA": r["isa_requested"], "oneDNN reported": r["isa_reported"],
+                                       "capped": r["capped"], "int8 kernel": r["int8_kernel"], "fp32 ms": r["fp32_ms"],
+                                       "int8 ms": r["int8_ms"], "speedup": r["speedup"]} for r in isa_rows]), ""]
+    elif run.isa_sensitivity:
+        lines += ["## ONEDNN_MAX_CPU_ISA caps", "", f"Not measured: {run.isa_sensitivity['error']}", ""]
     lines += [f"## Target: {verdict}", "", tgt.reason, "", "## Recommendation", ""]
     lines += [f"- {x}" for x in bench.recommend(run)]
     return "\n".join(lines) + "\n"
+
+
+def isa_record(runs: int) -> dict:
+    """``helpers.isa.isa_sensitivity()`` (subprocesses under ``ONEDNN_MAX_CPU_ISA`` caps) as the results JSON's
+    ``isa_sensitivity`` object: ``{"rows": [...]}``, or ``{"error": ...}`` when it cannot run here."""
+    from helpers import isa
+
+    try:
+        return {"rows": [row.as_dict() for row in isa.isa_sensitivity(runs=runs, timeout_s=600.0)]}
+    except (RuntimeError, ValueError) as exc:  # isa.IsaProbeError is a RuntimeError
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
 
 
 def write(run: bench.BenchRun, out_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
@@ -75,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                         "skipped as too slow here (default 120 quick, 900 full)")
     parser.add_argument("--no-roofline", dest="with_roofline", action="store_false",
                         help="do not measure the peaks (no roofline object)")
+    parser.add_argument("--no-isa", dest="with_isa", action="store_false",
+                        help="do not measure int8 under ONEDNN_MAX_CPU_ISA caps (no isa_sensitivity object)")
     parser.add_argument("--threads", type=int, default=None, help="the 'all threads' setting (default: every CPU)")
     parser.add_argument("--compile", dest="include_compiled", action="store_true", default=None,
                         help="run the torch.compile routes even with --quick")
@@ -103,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                                runs=args.runs, test_examples=args.test_examples, threads=args.threads,
                                include_compiled=args.include_compiled, with_roofline=args.with_roofline,
                                budget_s=args.budget)
+    if args.with_isa:
+        run.isa_sensitivity = isa_record(runs=run.settings["runs"])
     json_path, md_path = write(run, args.out)
     print(to_markdown(run))
     print(f"wrote {json_path} and {md_path}")

@@ -213,6 +213,7 @@ class BenchRun:
     best_fp32: dict[str, str] = field(default_factory=dict)  # grid point label -> the fastest fp32 route there
     roofline: dict | None = None  # helpers.roofline.roofline_record, plus the peaks' kernels
     protocol: dict = field(default_factory=dict)  # the evaluation protocol's settings for this run
+    isa_sensitivity: dict | None = None  # helpers.isa rows ({"rows": [...]}) or {"error": ...}; make bench only
 
     def row(self, name: str) -> RouteResult | None:
         return next((r for r in self.routes if r.route == name), None)
@@ -226,14 +227,15 @@ class BenchRun:
         return {"schema": self.schema, "started": self.started, "seconds": self.seconds,
                 "environment": self.environment, "settings": self.settings, "grid": [asdict(p) for p in self.grid],
                 "routes": [r.as_dict() for r in self.routes], "target": self.target.as_dict(),
-                "protocol": self.protocol, "best_fp32": self.best_fp32, "roofline": self.roofline}
+                "protocol": self.protocol, "best_fp32": self.best_fp32, "roofline": self.roofline,
+                "isa_sensitivity": self.isa_sensitivity}
 
     @classmethod
     def from_dict(cls, doc: dict) -> BenchRun:
         return cls(doc["started"], doc["seconds"], doc["environment"], doc["settings"],
                    [Point(**p) for p in doc["grid"]], [RouteResult.from_dict(r) for r in doc["routes"]],
                    TargetVerdict.from_dict(doc["target"]), doc["schema"], doc.get("best_fp32", {}),
-                   doc.get("roofline"), doc.get("protocol", {}))
+                   doc.get("roofline"), doc.get("protocol", {}), doc.get("isa_sensitivity"))
 
 
 def load(path: str | os.PathLike | None = None) -> BenchRun:

@@ -92,11 +92,16 @@ class Route:
 
 
 def has_capability(capability: str, features: Mapping[str, object]) -> bool:
-    """Whether the CPU described by ``features`` (``helpers.engine.cpu_features()``) has ``capability``."""
+    """Whether the CPU described by ``features`` (``helpers.engine.cpu_features()``) has ``capability``:
+    ``helpers.openvino_route.bf16_available`` for "bf16", ``helpers.pt2e.has_vnni`` for "int8-dot"."""
     if capability == "bf16":
-        return bool(features.get("avx512_bf16") or features.get("amx_bf16"))
+        from .openvino_route import bf16_available
+
+        return bf16_available(features)
     if capability == "int8-dot":
-        return any(bool(features.get(k)) for k in ("avx512_vnni", "avx_vnni", "amx_int8"))
+        from .pt2e import has_vnni
+
+        return has_vnni(dict(features))
     raise ValueError(f"unknown capability {capability!r}; known: {sorted(CAPABILITIES)}")
 
 

@@ -415,6 +415,12 @@ def test_a_route_over_the_time_budget_is_skipped_before_its_costly_point(ctx):
     assert row.error.startswith("too slow on this CPU: timing b64 s32 t1 would take about")
     assert [p.point for p in row.latency] == [bench.Point(1, 8, 1)]
     assert run.row("quick").status == "ok", run.row("quick").error
+    # fp32 eager is every comparison's reference: the budget never skips it
+    slow_fp32 = routes.Route(name="fp32", family="baseline", precision="fp32", compiled=False, build=_sleeper(5e-3),
+                             description="a slow baseline")
+    small = [bench.Point(16, 8, 1), bench.Point(1, 8, 1)]  # b16 s8: 2 calls x 0.64 s, over a 0.3 s budget
+    assert bench.run_routes(ctx, TEXTS, LABELS, [slow_fp32], small, runs=1, warmup=0, progress=False,
+                            budget_s=0.3).row("fp32").status == "ok"
     assert [p.point for p in run.row("quick").latency] == grid  # grid order
 
 

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--test-examples", type=int, default=None, help="test examples scored with the evaluation "
                         "protocol (default: the whole test split)")
     parser.add_argument("--budget", type=float, default=None, help="seconds a route's stage may take before it is "
-                        "skipped as too slow here (default 120 quick, 900 full)")
+                        "skipped as too slow here (default 300 quick, 1800 full; fp32 eager always runs)")
     parser.add_argument("--no-roofline", dest="with_roofline", action="store_false",
                         help="do not measure the peaks (no roofline object)")
     parser.add_argument("--no-isa", dest="with_isa", action="store_false",

@@ -7,6 +7,10 @@ from .. import measure
 from .schema import TARGET, BenchRun, LatencyPoint, Point, RouteResult, Target, TargetVerdict
 
 
+#: Route families that run the model in another runtime (exported), not in PyTorch.
+EXPORTED_FAMILIES = ("onnxruntime", "openvino")
+
+
 def latency_at(row: RouteResult, batch: int, seq: int, threads: int) -> LatencyPoint | None:
     return next((p for p in row.latency if p.point == Point(batch, seq, threads)), None)
 
@@ -129,13 +133,13 @@ def recommend(run: BenchRun, target: Target = TARGET) -> list[str]:
     if int8:
         out.append(line(f"Fastest int8 with {band}", max(int8, key=speed)))
         out.append(line(f"Smallest file with {band}", min(int8, key=lambda r: (r.size_ratio, -speed(r)))))
-    eager = [r for r in accurate if not r.compiled and r.family != "onnxruntime"]
+    eager = [r for r in accurate if not r.compiled and r.family not in EXPORTED_FAMILIES]
     if eager:
         out.append(line("Fastest plain-PyTorch eager route (no compile, no export)", max(eager, key=speed)))
     lossy = [r for r in ok if r.agreement is not None and not _faithful(r, target)]
     if lossy:
         out.append(f"Agreement below {target.min_agreement:.2f}: "
-                   + ", ".join(f"{r.route} ({r.agreement:.3f})" for r in lossy))
+                   + ", ".join(f"{r.route} ({r.agreement:.4f})" for r in lossy))
     slow = [r for r in ok if speed(r) < 1.0]
     if slow:
         out.append("Slower than fp32 eager here: " + ", ".join(f"{r.route} ({speed(r):.2f}x)" for r in slow))

@@ -484,17 +484,17 @@ def test_isa_sensitivity_is_recorded_or_its_error_is(monkeypatch, ctx):
 
     row = isa.IsaRow("AVX2", "Intel AVX2", False, "gemm:jit", 10.0, 4.0, 1.0, 0.5, 1, (64, 64, 64), 3)
     monkeypatch.setattr(isa, "isa_sensitivity", lambda runs, timeout_s: [row])
-    assert bench_tool.isa_record(runs=3) == {"rows": [row.as_dict()]}
+    assert bench.ceiling.isa_record(runs=3) == {"rows": [row.as_dict()]}
     run = bench.run_routes(ctx, TEXTS, LABELS, [routes.registry()["fp32"]], TINY_GRID[:1], runs=1, warmup=0,
                            progress=False)
-    run.isa_sensitivity = bench_tool.isa_record(runs=3)
+    run.isa_sensitivity = bench.ceiling.isa_record(runs=3)
     md = bench_tool.to_markdown(run)
     assert "ONEDNN_MAX_CPU_ISA caps" in md and "| AVX2 |" in md and "2.5" in md  # 10 ms / 4 ms
 
     def fails(runs, timeout_s):
         raise isa.IsaProbeError("the AVX2 child failed with exit status 1\nmore")
     monkeypatch.setattr(isa, "isa_sensitivity", fails)
-    assert bench_tool.isa_record(runs=3) == {"error": "IsaProbeError: the AVX2 child failed with exit status 1"}
+    assert bench.ceiling.isa_record(runs=3) == {"error": "IsaProbeError: the AVX2 child failed with exit status 1"}
 
 
 def test_cli_list(capsys):

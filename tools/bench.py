@@ -59,17 +59,6 @@ def to_markdown(run: bench.BenchRun) -> str:
     return "\n".join(lines) + "\n"
 
 
-def isa_record(runs: int) -> dict:
-    """``helpers.isa.isa_sensitivity()`` (subprocesses under ``ONEDNN_MAX_CPU_ISA`` caps) as the results JSON's
-    ``isa_sensitivity`` object: ``{"rows": [...]}``, or ``{"error": ...}`` when it cannot run here."""
-    from helpers import isa
-
-    try:
-        return {"rows": [row.as_dict() for row in isa.isa_sensitivity(runs=runs, timeout_s=600.0)]}
-    except (RuntimeError, ValueError) as exc:  # isa.IsaProbeError is a RuntimeError
-        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
-
-
 def write(run: bench.BenchRun, out_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
     """Write ``results.json`` and ``results.md`` atomically into ``out_dir`` (default ``build/bench``)."""
     out = Path(out_dir) if out_dir is not None else build_dir() / "bench"
@@ -125,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                                include_compiled=args.include_compiled, with_roofline=args.with_roofline,
                                budget_s=args.budget)
     if args.with_isa:
-        run.isa_sensitivity = isa_record(runs=run.settings["runs"])
+        run.isa_sensitivity = bench.ceiling.isa_record(runs=run.settings["runs"])
     json_path, md_path = write(run, args.out)
     print(to_markdown(run))
     print(f"wrote {json_path} and {md_path}")

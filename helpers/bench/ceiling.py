@@ -5,7 +5,8 @@ int8 as the faster of ``torch._int_mm`` and fbgemm's ``quantized.linear_dynamic`
 grid, in the same process as the routes. ``record(run, config, peaks)`` builds the results JSON's ``roofline``
 object (``helpers.roofline.roofline_record``: the peaks by precision and threads, the model's GOPs per grid point,
 per route and point the achieved GOP/s and the fraction of its precision's peak) and adds which kernel set each
-peak. ``rows(run)`` is the table at the summary point.
+peak. ``rows(run)`` is the table at the summary point. ``isa_record`` measures what int8 gains under
+``ONEDNN_MAX_CPU_ISA`` caps (``helpers.isa``), for ``make bench``'s ``isa_sensitivity`` object.
 """
 
 from __future__ import annotations
@@ -62,3 +63,14 @@ def rows(run: BenchRun) -> list[dict]:
                     "achieved GOP/s": entry["achieved_gops"], "fraction of peak": entry["fraction"],
                     "GEMMs at peak ms": entry["gemm_ms_at_peak"], "everything else ms": entry["other_ms"]})
     return out
+
+
+def isa_record(runs: int) -> dict:
+    """``helpers.isa.isa_sensitivity()`` (subprocesses under ``ONEDNN_MAX_CPU_ISA`` caps) as the results JSON's
+    ``isa_sensitivity`` object: ``{"rows": [...]}``, or ``{"error": ...}`` when it cannot run here."""
+    from .. import isa
+
+    try:
+        return {"rows": [row.as_dict() for row in isa.isa_sensitivity(runs=runs, timeout_s=600.0)]}
+    except (RuntimeError, ValueError) as exc:  # isa.IsaProbeError is a RuntimeError
+        return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}

@@ -5,13 +5,19 @@ A *route* turns the fp32 classifier into something that maps a tokenized batch t
 | route                    | what it does                                                                    |
 |--------------------------|---------------------------------------------------------------------------------|
 | ``fp32``                 | the model as trained, eager PyTorch (the baseline)                              |
+| ``fp32-compile``         | the same model through ``torch.compile`` (Inductor), still fp32                 |
 | ``bf16``                 | the weights cast to bfloat16 (oneDNN uses AMX-BF16 tiles when the CPU has them)  |
 | ``dynamic-int8-<engine>``| ``torch.ao.quantization.quantize_dynamic`` (deprecated API) on each engine      |
 | ``torchao-da8w8[-compile]`` | ``torchao.quantize_(Int8DynamicActivationInt8WeightConfig())``, eager / compiled |
 | ``torchao-da8w8-emb8-compile`` | the same, plus ``Int8WeightOnlyConfig`` on the embedding tables (per row), compiled |
 | ``torchao-w8[-compile]`` | ``torchao.quantize_(Int8WeightOnlyConfig())``, eager / compiled                 |
-| ``pt2e-x86-static``      | ``torch.export`` + ``X86InductorQuantizer`` (static int8) + ``torch.compile``   |
+| ``pt2e-x86-static``      | ``helpers.pt2e.build_static_int8``: ``torch.export`` + ``X86InductorQuantizer`` (static int8) + ``torch.compile`` |
 | ``ort-fp32`` / ``ort-int8[-dynamic]`` | ONNX Runtime, through ``helpers.onnx_route`` (notebook 04)       |
+| ``openvino-fp32`` / ``-bf16`` / ``-int8`` | OpenVINO (f32 or bf16 precision hint) and NNCF static int8 (``helpers.openvino_route``) |
+
+The base types (``Context``, ``Built``, ``Route``) live in ``helpers.route_core``, the ONNX Runtime and OpenVINO
+builders in ``helpers.runtime_routes``; this module re-exports them. A route's ``needs`` names the CPU capabilities
+without which it has no fast kernel (``missing_capability`` says which one is missing here).
 
 Each builder returns a ``Built``: ``forward(batch) -> logits`` (a float tensor), the bytes the route's model takes
 on disk, and how long building took. Compiled routes compile on their first call; the bench times that call
@@ -27,113 +33,50 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
-import tempfile
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from . import deprecations, finetune, measure
+from . import deprecations, measure
 from . import engine as engine_mod
+from .route_core import (CAPABILITIES, INPUTS, Built, Context, Route, RouteUnavailable, eager_forward, given,
+                         has_capability, is_int8_precision, logits_of, missing_capability, timed)
+from .runtime_routes import (best_ort_int8_recipe, build_ort_fp32, dynamic_ort_int8_recipe, openvino_builder,
+                             ort_int8_builder)
 
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-class RouteUnavailable(RuntimeError):
-    """A route cannot be built on this stack (a missing helper or package); recorded as a failure row."""
-
-
-@dataclass
-class Context:
-    """What every builder gets: the fp32 classifier, its tokenizer, the sequence length it was trained at, and a
-    few training texts for calibration (static int8 needs them; the test split is never used for calibration)."""
-    model: torch.nn.Module
-    tokenizer: object
-    max_len: int
-    calibration_texts: Sequence[str] = ()
-    workdir: Path | None = None
-
-    def encode(self, texts: Sequence[str], seq: int) -> dict[str, torch.Tensor]:
-        enc = finetune.encode(self.tokenizer, texts, seq)
-        return {k: enc[k] for k in INPUTS if k in enc}
-
-
-@dataclass
-class Built:
-    forward: Callable[[dict], torch.Tensor]
-    size_bytes: int
-    build_seconds: float = 0.0
-    notes: str = ""
-    keep: list = field(default_factory=list)  # objects that must outlive the forward (sessions, models)
-
-
-def is_int8_precision(precision: str) -> bool:
-    """Whether a route's ``precision`` ("int8 dynamic", "int8 weight-only", "int8 static", ...) is an int8 one."""
-    return precision.startswith("int8")
-
-
-@dataclass(frozen=True, kw_only=True)
-class Route:
-    """One way to run the classifier. Built with keyword arguments only: ``Route(name=..., build=..., ...)``."""
-    name: str
-    family: str       # "baseline", "bf16", "torch.ao eager", "torchao", "pt2e", "onnxruntime"
-    precision: str    # "fp32", "bf16", "int8 dynamic", "int8 weight-only", "int8 static"
-    compiled: bool    # uses torch.compile (slow first call; skipped by --quick)
-    build: Callable[[Context], Built]
-    description: str
-
-    @property
-    def is_int8(self) -> bool:
-        return is_int8_precision(self.precision)
-
-
-def _given(obj):
-    """The object itself, or what a zero-argument function (or class) returns when ``obj`` is one."""
-    return obj() if callable(obj) else obj
-
-
-def _logits(out) -> torch.Tensor:
-    logits = out.logits if hasattr(out, "logits") else (out["logits"] if isinstance(out, dict) else out[0])
-    return logits.float()
-
-
-def _eager_forward(model) -> Callable[[dict], torch.Tensor]:
-    def forward(batch):
-        return _logits(model(**batch))
-    return forward
-
-
-def _timed(build: Callable[[Context], Built]) -> Callable[[Context], Built]:
-    def wrapper(ctx: Context) -> Built:
-        start = time.perf_counter()
-        built = build(ctx)
-        built.build_seconds = time.perf_counter() - start
-        return built
-    wrapper.__doc__ = build.__doc__
-    return wrapper
+#: Defined in ``helpers.route_core`` and ``helpers.runtime_routes``; notebooks reach them through this module.
+REEXPORTED = (CAPABILITIES, INPUTS, Built, Context, Route, RouteUnavailable, has_capability, is_int8_precision,
+              missing_capability, best_ort_int8_recipe, build_ort_fp32, dynamic_ort_int8_recipe, openvino_builder,
+              ort_int8_builder)
 
 
 # --- fp32 and bf16 --------------------------------------------------------------------------------------------
 
-@_timed
+@timed
 def build_fp32(ctx: Context) -> Built:
     model = ctx.model.eval()
-    return Built(_eager_forward(model), measure.state_dict_bytes(model))
+    return Built(eager_forward(model), measure.state_dict_bytes(model))
 
 
-@_timed
+@timed
+def build_fp32_compile(ctx: Context) -> Built:
+    """``torch.compile(model)`` (Inductor) on the fp32 model: the compiled fp32 baseline. Compiles on the first
+    call of each new shape (then with dynamic shapes, so the grid's shapes share one graph)."""
+    model = ctx.model.eval()
+    return Built(eager_forward(torch.compile(model)), measure.state_dict_bytes(model), notes="torch.compile, fp32")
+
+
+@timed
 def build_bf16(ctx: Context) -> Built:
     """A bf16 copy of the weights. Activations run in bf16 too; on an AMX CPU oneDNN's matmuls use AMX-BF16 tiles."""
     model = copy.deepcopy(ctx.model).to(torch.bfloat16).eval()
-    return Built(_eager_forward(model), measure.state_dict_bytes(model))
+    return Built(eager_forward(model), measure.state_dict_bytes(model))
 
 
 # --- torch.ao eager dynamic int8 --------------------------------------------------------------------------------
 
 def dynamic_int8_builder(engine: str) -> Callable[[Context], Built]:
-    @_timed
+    @timed
     def build(ctx: Context) -> Built:
         deprecations.silence_known()
         with engine_mod.using(engine):
@@ -142,7 +85,7 @@ def dynamic_int8_builder(engine: str) -> Callable[[Context], Built]:
 
         def forward(batch):
             with engine_mod.using(engine):
-                return _logits(model(**batch))
+                return logits_of(model(**batch))
 
         return Built(forward, measure.state_dict_bytes(model), notes=f"engine {engine}")
     build.__doc__ = f"torch.ao.quantization.quantize_dynamic (nn.Linear -> int8) with the {engine} engine."
@@ -180,12 +123,12 @@ def torchao_builder(*, config, compiled: bool, int8_embeddings: bool = False) ->
     on ``nn.Embedding``). In MiniLM the word embeddings are half of all weights, so without them the file stays
     near 0.65x fp32. Eager, each call would dequantize the whole table; compiled, inductor fuses the row lookup
     with the scale, so only the rows a batch uses are dequantized."""
-    @_timed
+    @timed
     def build(ctx: Context) -> Built:
         import torchao.quantization as tq
 
         model = copy.deepcopy(ctx.model).eval()
-        chosen = _given(config)
+        chosen = given(config)
         tq.quantize_(model, chosen)
         if int8_embeddings:
             tq.quantize_(model, tq.Int8WeightOnlyConfig(), filter_fn=is_embedding)
@@ -193,7 +136,7 @@ def torchao_builder(*, config, compiled: bool, int8_embeddings: bool = False) ->
         # freezing lets inductor treat the int8 weights as constants (pre-packed for the CPU kernels)
         run = torch.compile(model, dynamic=True, options={"freezing": True}) if compiled else model
         notes = type(chosen).__name__ + (" + int8 embeddings" if int8_embeddings else "")
-        return Built(_eager_forward(run), size, notes=notes + (" + torch.compile" if compiled else ", eager"))
+        return Built(eager_forward(run), size, notes=notes + (" + torch.compile" if compiled else ", eager"))
     build.__doc__ = (f"torchao.quantization.quantize_(model, config)"
                      f"{' and Int8WeightOnlyConfig on nn.Embedding' if int8_embeddings else ''}"
                      f"{' then torch.compile' if compiled else ''}.")
@@ -228,102 +171,30 @@ def export_for_pt2e(model, example: dict[str, torch.Tensor], dynamic: bool = Tru
     return torch.export.export(model, (), dict(example), dynamic_shapes=shapes, strict=False)
 
 
-def pt2e_builder(linear_only: bool = True, dynamic: bool = True, calibration_batches: int = 4) -> Callable[[Context], Built]:
-    @_timed
+def pt2e_static_builder(calibration_batches: int = 2, batch_size: int = 32,
+                        dynamic_shapes: bool = True) -> Callable[[Context], Built]:
+    """The ``pt2e-x86-static`` route: ``helpers.pt2e.build_static_int8`` (eager attention, non-strict
+    ``torch.export``, ``X86InductorQuantizer`` with the default static config, ``prepare_pt2e``, calibration on
+    ``calibration_batches`` train batches of ``batch_size`` padded to ``max_len``, ``convert_pt2e``, then
+    ``torch.compile`` with ``torch._inductor.config.freezing = True`` under ``torch.no_grad()``). With
+    ``dynamic_shapes`` one program serves every (batch, seq) of the grid; the calibration batches take as many of
+    the context's ``calibration_texts`` as fit."""
+    @timed
     def build(ctx: Context) -> Built:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from . import pt2e
 
         texts = list(ctx.calibration_texts)
         if not texts:
-            raise ValueError("static int8 (pt2e) needs calibration texts: pass Context(calibration_texts=...)")
-        example = ctx.encode(texts[:8], ctx.max_len)
-        model = copy.deepcopy(ctx.model).eval()
-        with torch.no_grad():
-            graph = export_for_pt2e(model, example, dynamic).module()
-            prepared = prepare_pt2e(graph, pt2e_quantizer(linear_only))
-            per = max(1, len(texts) // calibration_batches)
-            for i in range(0, len(texts), per):
-                prepared(**ctx.encode(texts[i:i + per], ctx.max_len))
-            converted = convert_pt2e(prepared)
-        size = _exported_bytes(converted, example, dynamic)
-        # Freezing folds the int8 weights into constants so inductor can pre-pack them for oneDNN (qlinear).
-        compiled = torch.compile(converted, dynamic=dynamic, options={"freezing": True})
-        return Built(_eager_forward(compiled), size, keep=[converted],
-                     notes=f"X86InductorQuantizer ({'Linear only' if linear_only else 'global'}), freezing")
-    build.__doc__ = ("torch.export -> prepare_pt2e(X86InductorQuantizer) -> calibrate -> convert_pt2e -> "
-                     "torch.compile (inductor, freezing): static int8 through oneDNN.")
-    return build
-
-
-def _exported_bytes(graph_module, example, dynamic: bool) -> int:
-    """Size of the quantized program saved with ``torch.export.save`` (int8 weights plus scales)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.pt2"
-        program = export_for_pt2e(graph_module, example, dynamic)
-        torch.export.save(program, path)
-        return path.stat().st_size
-
-
-# --- ONNX Runtime -----------------------------------------------------------------------------------------------
-
-def _onnx_route():
-    try:
-        from . import onnx_route
-    except ImportError as exc:
-        raise RouteUnavailable(f"onnx_route helpers not available ({exc})") from exc
-    return onnx_route
-
-
-def _ort_forward(onnx_route, path: Path) -> tuple[Callable[[dict], torch.Tensor], dict]:
-    """A forward that runs an ORT session with as many intra-op threads as torch currently uses, so the bench's
-    thread setting (``measure.latency(threads=...)``) applies to ORT too. One session per thread count."""
-    import numpy as np
-
-    sessions: dict[int, object] = {}
-
-    def forward(batch):
-        threads = torch.get_num_threads()
-        if threads not in sessions:
-            sessions[threads] = onnx_route.make_session(path, threads=threads)
-        session = sessions[threads]
-        names = [i.name for i in session.get_inputs()]
-        feeds = {n: batch[n].numpy().astype(np.int64, copy=False) for n in names}
-        (logits,) = session.run(list(onnx_route.OUTPUT_NAMES), feeds)
-        return torch.from_numpy(np.asarray(logits, dtype=np.float32))
-
-    return forward, sessions
-
-
-@_timed
-def build_ort_fp32(ctx: Context) -> Built:
-    """ONNX Runtime fp32 on the transformer-optimized graph (fused attention), graph optimizations "all"."""
-    onnx_route = _onnx_route()
-    optimized = onnx_route.prepare(ctx.model, ctx.tokenizer, ctx.max_len)["optimized"]
-    forward, sessions = _ort_forward(onnx_route, optimized)
-    return Built(forward, measure.size_on_disk(optimized), keep=[sessions], notes=optimized.name)
-
-
-def best_ort_int8_recipe() -> dict:
-    """``helpers.onnx_route.BEST_INT8_RECIPE``: notebook 04's pick (block-wise feed-forward, the rest dynamic)."""
-    return _onnx_route().BEST_INT8_RECIPE
-
-
-def dynamic_ort_int8_recipe() -> dict:
-    """``helpers.onnx_route.DYNAMIC_INT8_RECIPE``: plain ``quantize_dynamic``, one activation scale per batch."""
-    return _onnx_route().DYNAMIC_INT8_RECIPE
-
-
-def ort_int8_builder(*, recipe) -> Callable[[Context], Built]:
-    """An ORT int8 route from a ``helpers.onnx_route`` recipe (``onnx_route.build_recipe``). ``recipe`` is the
-    recipe itself, or a zero-argument function returning it (``best_ort_int8_recipe``, ``dynamic_ort_int8_recipe``)
-    so that onnx_route and onnxruntime are imported only when the route is built."""
-    @_timed
-    def build(ctx: Context) -> Built:
-        onnx_route = _onnx_route()
-        path = Path(onnx_route.build_recipe(_given(recipe), ctx.model, ctx.tokenizer, ctx.max_len))
-        forward, sessions = _ort_forward(onnx_route, path)
-        return Built(forward, measure.size_on_disk(path), keep=[sessions], notes=path.name)
-    build.__doc__ = "ONNX Runtime int8 from an onnx_route recipe, on the fused graph."
+            raise ValueError("static int8 (pt2e) needs calibration texts: pass Context(calibration_texts=...) with "
+                             "train-split sentences")
+        size = min(batch_size, len(texts))
+        n = max(1, min(calibration_batches, len(texts) // size))
+        calibration = pt2e.calibration_batches(ctx.tokenizer, texts, n, size, ctx.max_len)
+        static = pt2e.build_static_int8(ctx.model, calibration, dynamic_shapes=dynamic_shapes)
+        shapes = "dynamic shapes" if dynamic_shapes else f"batch {size} x seq {ctx.max_len}"
+        return Built(static.program, static.size_bytes, keep=[static.converted],
+                     notes=f"X86InductorQuantizer default config, {n} x {size} train sentences, {shapes}, freezing")
+    build.__doc__ = pt2e_static_builder.__doc__
     return build
 
 
@@ -337,8 +208,26 @@ def _dynamic_routes() -> list[Route]:
 
 def _torchao_route(name: str, precision: str, config, compiled: bool, description: str,
                    int8_embeddings: bool = False) -> Route:
+    # torchao's dynamic int8 multiplies with torch._int_mm, which needs an int8 dot-product instruction to be fast
+    needs = ("int8-dot",) if precision == "int8 dynamic" else ()
     return Route(name=name, family="torchao", precision=precision, compiled=compiled, description=description,
-                 build=torchao_builder(config=config, compiled=compiled, int8_embeddings=int8_embeddings))
+                 build=torchao_builder(config=config, compiled=compiled, int8_embeddings=int8_embeddings), needs=needs)
+
+
+def _openvino_routes() -> list[Route]:
+    return [Route(name="openvino-fp32", family="openvino", precision="fp32", compiled=False,
+                  build=openvino_builder(precision="f32"),
+                  description="OpenVINO fp32 (INFERENCE_PRECISION_HINT f32)"),
+            Route(name="openvino-bf16", family="openvino", precision="bf16", compiled=False,
+                  build=openvino_builder(precision="bf16"), needs=("bf16",),
+                  description="OpenVINO with INFERENCE_PRECISION_HINT bf16"),
+            Route(name="openvino-int8", family="openvino", precision="int8 static", compiled=False,
+                  build=openvino_builder(precision="f32", int8=True),
+                  description="OpenVINO int8: nncf.quantize (TRANSFORMER, RECOMMENDED_NNCF), calibrated on train")]
+
+
+#: The fp32 routes "the best fp32 route of the same run" is chosen from (the fastest that ran, per grid point).
+FP32_BASELINES = ("fp32", "fp32-compile", "ort-fp32", "openvino-fp32")
 
 
 def all_routes() -> list[Route]:
@@ -346,7 +235,9 @@ def all_routes() -> list[Route]:
     return [
         Route(name="fp32", family="baseline", precision="fp32", compiled=False, build=build_fp32,
               description="PyTorch eager fp32 (the baseline)"),
-        Route(name="bf16", family="bf16", precision="bf16", compiled=False, build=build_bf16,
+        Route(name="fp32-compile", family="baseline", precision="fp32", compiled=True, build=build_fp32_compile,
+              description="PyTorch fp32 through torch.compile (Inductor)"),
+        Route(name="bf16", family="bf16", precision="bf16", compiled=False, build=build_bf16, needs=("bf16",),
               description="weights and activations cast to bfloat16, eager"),
         *_dynamic_routes(),
         _torchao_route("torchao-da8w8", "int8 dynamic", int8_dynamic_config, False,
@@ -359,8 +250,9 @@ def all_routes() -> list[Route]:
                        "torchao int8 dyn-act/int8 weight, int8 embedding tables, + torch.compile", int8_embeddings=True),
         _torchao_route("torchao-w8-compile", "int8 weight-only", int8_weight_only_config, True,
                        "torchao int8 weight-only + torch.compile"),
-        Route(name="pt2e-x86-static", family="pt2e", precision="int8 static", compiled=True, build=pt2e_builder(),
-              description="torch.export + X86InductorQuantizer (Linear layers) + torch.compile"),
+        Route(name="pt2e-x86-static", family="pt2e", precision="int8 static", compiled=True,
+              build=pt2e_static_builder(),
+              description="torch.export + X86InductorQuantizer (static int8) + torch.compile with freezing"),
         Route(name="ort-fp32", family="onnxruntime", precision="fp32", compiled=False, build=build_ort_fp32,
               description="ONNX Runtime fp32, fused attention"),
         Route(name="ort-int8", family="onnxruntime", precision="int8 dynamic", compiled=False,
@@ -369,6 +261,7 @@ def all_routes() -> list[Route]:
         Route(name="ort-int8-dynamic", family="onnxruntime", precision="int8 dynamic", compiled=False,
               build=ort_int8_builder(recipe=dynamic_ort_int8_recipe),
               description="ONNX Runtime quantize_dynamic (one activation scale per batch)"),
+        *_openvino_routes(),
     ]
 
 

@@ -6,11 +6,12 @@ seconds; only the tokenizer (packaged, offline) is the real one.
 """
 
 import json
+import time
 
 import pytest
 import torch
 
-from helpers import bench, course, measure, routes
+from helpers import bench, course, evaluation, measure, routes
 from tools import bench as bench_tool
 
 
@@ -57,10 +58,17 @@ def test_registry_names_order_and_kinds():
     assert names[0] == "fp32" and len(names) == len(set(names))
     assert {"bf16", "dynamic-int8-x86", "dynamic-int8-qnnpack", "torchao-da8w8", "torchao-w8-compile",
             "pt2e-x86-static", "ort-fp32", "ort-int8"} <= set(names)
-    assert {n for n, r in reg.items() if r.compiled} == {"torchao-da8w8-compile", "torchao-da8w8-emb8-compile",
-                                                          "torchao-w8-compile", "pt2e-x86-static"}
+    assert {n for n, r in reg.items() if r.compiled} == {"fp32-compile", "torchao-da8w8-compile",
+                                                          "torchao-da8w8-emb8-compile", "torchao-w8-compile",
+                                                          "pt2e-x86-static"}
     assert reg["dynamic-int8-x86"].is_int8 and reg["pt2e-x86-static"].is_int8 and not reg["bf16"].is_int8
     assert not reg["ort-fp32"].is_int8 and reg["ort-int8"].is_int8
+    assert {"openvino-fp32", "openvino-bf16", "openvino-int8"} <= set(names) and reg["openvino-int8"].is_int8
+    # every fp32 baseline the "best fp32 route" is chosen from is an fp32 route of the registry
+    assert all(reg[n].precision == "fp32" for n in routes.FP32_BASELINES)
+    # the routes without a fast kernel on CPUs lacking bf16 or VNNI say so, and only those
+    assert {n for n, r in reg.items() if r.needs} == {"bf16", "openvino-bf16", "torchao-da8w8",
+                                                      "torchao-da8w8-compile", "torchao-da8w8-emb8-compile"}
 
 
 def test_routes_are_built_with_keywords_and_recipes_are_objects():
@@ -154,109 +162,164 @@ def test_run_rejects_bad_arguments(ctx):
 
 # --- the results document ---------------------------------------------------------------------------------------
 
-#: The keys of a route row in results.json (schema 1), in order; the typed RouteResult must write exactly these.
+#: The keys of a route row in results.json, in order: schema 1's, then what schema 2 added (the protocol's fields
+#: and the target rule); the typed RouteResult must write exactly these.
 ROUTE_KEYS = ["route", "family", "precision", "compiled", "description", "status", "error", "stage", "size_bytes",
-              "build_s", "first_call_s", "accuracy", "agreement", "latency", "notes", "size_ratio", "accuracy_change"]
+              "build_s", "first_call_s", "accuracy", "agreement", "latency", "notes", "size_ratio", "accuracy_change",
+              "agreement_low", "agreement_high", "accuracy_low", "accuracy_high", "flips", "mcnemar_p", "eval_batch",
+              "target_met", "target_reason"]
 LATENCY_KEYS = ["batch", "seq", "threads", "first_call_ms", "median_ms", "p10_ms", "p90_ms", "runs", "spread_ms",
-                "speedup"]
+                "speedup", "speedup_vs_best_fp32"]
 
 
 def test_results_json_schema_ratios_and_markdown(ctx, tmp_path):
     reg = routes.registry()
     run = bench.run_routes(ctx, TEXTS, LABELS, [reg["fp32"], reg["dynamic-int8-x86"], BROKEN], TINY_GRID, runs=2,
                            warmup=0, progress=False, settings={"quick": True})
-    # predictions stay in the process (typed, for agreement) and never reach the JSON
+    # predictions and logits stay in the process (typed, for agreement) and never reach the JSON
     assert run.row("fp32").predictions.shape == (len(TEXTS),) and run.row("broken").predictions is None
+    assert run.row("fp32").logits.shape == (len(TEXTS), 2)
     json_path, md_path = bench_tool.write(run, tmp_path / "bench")
     assert not list((tmp_path / "bench").glob(".*tmp"))  # atomic writes leave no temporary files
     raw = json.loads(json_path.read_text())
-    assert list(raw) == ["schema", "started", "seconds", "environment", "settings", "grid", "routes", "target"]
+    assert list(raw) == ["schema", "started", "seconds", "environment", "settings", "grid", "routes", "target",
+                         "protocol", "best_fp32", "roofline", "isa_sensitivity"]
     assert all(list(r) == ROUTE_KEYS for r in raw["routes"]) and "predictions" not in json_path.read_text()
     assert all(list(p) == LATENCY_KEYS for r in raw["routes"] for p in r["latency"])
     assert raw["schema"] == bench.SCHEMA_VERSION
     assert raw["grid"] == [{"batch": 2, "seq": 16, "threads": 1}, {"batch": 4, "seq": 32, "threads": 1}]
     assert set(raw["environment"]["versions"]) >= {"torch", "torchao", "onnxruntime"}
     assert raw["environment"]["threads"]["available_cpus"] >= 1
+    assert raw["protocol"]["eval_batch"] == evaluation.EVAL_BATCH_SIZE and raw["protocol"]["split"] == "test"
+    assert raw["protocol"]["target_rule"] == evaluation.target_rule_text()
+    assert raw["best_fp32"] == {"b2 s16 t1": "fp32", "b4 s32 t1": "fp32"}  # the only fp32 route that ran
     loaded = bench.load(json_path)  # the JSON read back is the same run, typed
     assert loaded == run and loaded.routes[0].predictions is None
     fp32, int8 = loaded.routes[0], loaded.routes[1]
     for p in fp32.latency:
-        assert p.speedup == pytest.approx(1.0)
+        assert p.speedup == pytest.approx(1.0) and p.speedup_vs_best_fp32 == pytest.approx(1.0)
         assert p.p10_ms <= p.median_ms <= p.p90_ms and p.first_call_ms > 0 and p.runs == 2
-    assert fp32.size_ratio == pytest.approx(1.0) and fp32.agreement == 1.0
+    assert fp32.size_ratio == pytest.approx(1.0) and fp32.agreement == 1.0 and fp32.mcnemar_p == 1.0
+    assert fp32.target_met is False and "file 1.00x fp32" in fp32.target_reason  # fp32 is too big for the rule
     assert 0 < int8.size_ratio < 1 and 0 <= int8.agreement <= 1
+    assert int8.agreement_low <= int8.agreement <= int8.agreement_high and int8.eval_batch == 32
+    assert int8.accuracy_low <= int8.accuracy <= int8.accuracy_high and 0 <= int8.mcnemar_p <= 1
     assert int8.accuracy_change == pytest.approx(int8.accuracy - fp32.accuracy)
-    assert loaded.routes[2].size_ratio is None
+    assert loaded.routes[2].size_ratio is None and loaded.routes[2].target_met is None
     # the tiny grid has no b32 s128 t1 point: the target is honestly not evaluated
     assert loaded.target.evaluated is False and "does not include b32 s128 t1" in loaded.target.reason
     assert raw["target"]["target_speedup"] == bench.TARGET.speedup and raw["target"]["speedup"] is None
+    assert raw["target"]["min_agreement"] == evaluation.TARGET_AGREEMENT
     md = md_path.read_text()
     assert "| route |" in md and "dynamic-int8-x86" in md and "ValueError: boom" in md
+    assert "| × best fp32 |" in md and "| speedup ×fp32 |" in md and evaluation.target_rule_text() in md
     assert "## Target: NOT EVALUATED" in md and "## Recommendation" in md
     assert course.describe_environment(run.environment) in md
 
 
-def test_load_explains_a_missing_file(tmp_path):
+def test_load_explains_a_missing_file_and_reads_schema_1(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `make bench`"):
         bench.load(tmp_path / "nothing.json")
     (tmp_path / "old.json").write_text(json.dumps({"schema": 0}))
-    with pytest.raises(ValueError, match="has schema 0, this code reads 1; rerun make bench"):
+    with pytest.raises(ValueError, match=r"has schema 0, this code reads \[1, 2\]; rerun make bench"):
         bench.load(tmp_path / "old.json")
+    v1 = {"schema": 1, "started": "then", "seconds": 1.0, "environment": {}, "settings": {},
+          "grid": [{"batch": 32, "seq": 128, "threads": 1}],
+          "routes": [{"route": "fp32", "family": "baseline", "precision": "fp32", "compiled": False,
+                      "description": "", "status": "ok", "latency": [
+                          {"batch": 32, "seq": 128, "threads": 1, "first_call_ms": 1.0, "median_ms": 2.0,
+                           "p10_ms": 1.0, "p90_ms": 3.0, "runs": 3, "spread_ms": 2.0, "speedup": 1.0}]}],
+          "target": {"batch": 32, "seq": 128, "threads": 1, "speedup": None, "max_accuracy_drop": 0.005,
+                     "max_size_ratio": 0.3, "evaluated": True, "met": False, "route": None, "reason": "old rule"}}
+    (tmp_path / "v1.json").write_text(json.dumps(v1))
+    old = bench.load(tmp_path / "v1.json")
+    assert old.schema == 1 and old.routes[0].latency[0].speedup_vs_best_fp32 is None and old.roofline is None
+    assert old.target.reason == "old rule" and old.routes[0].mcnemar_p is None
+
+
+def _comparison(agreement: float, n: int = 1000) -> evaluation.Comparison:
+    """A test-split comparison whose agreement is ``agreement`` (predictions flipped on the first sentences)."""
+    reference = torch.tensor([[0.0, 1.0]] * n)
+    flips = round((1 - agreement) * n)
+    logits = reference.clone()
+    logits[:flips] = torch.tensor([1.0, 0.0])
+    return evaluation.compare(reference, logits, [1] * n, split="test")
 
 
 def _fake_run(rows):
+    """A run at the target point from (name, precision, ms, agreement, size, compiled) rows."""
     point = bench.Point(32, 128, 1)
-    results = [bench.RouteResult(route=name, family="x", precision=precision, compiled=compiled, description="",
-                                 size_bytes=size, accuracy=acc, agreement=1.0, first_call_s=0.1,
-                                 latency=[bench.LatencyPoint.measured(point, measure.summarize([ms], 1), 1.0)])
-               for name, precision, ms, acc, size, compiled in rows]
-    bench.add_ratios(results)
-    return bench.BenchRun("now", 1.0, {}, {}, [point], results)
+    results = []
+    for name, precision, ms, agreement, size, compiled in rows:
+        row = bench.RouteResult(route=name, family="x", precision=precision, compiled=compiled, description="",
+                                size_bytes=size, first_call_s=0.1,
+                                latency=[bench.LatencyPoint.measured(point, measure.summarize([ms], 1), 1.0)])
+        row.record_comparison(_comparison(agreement))
+        results.append(row)
+    best = bench.add_ratios(results)
+    run = bench.BenchRun("now", 1.0, {}, {}, [point], results, best_fp32=best)
+    run.target = bench.evaluate_target(run)
+    return run
 
 
-def test_target_met_only_with_speed_accuracy_and_size():
-    run = _fake_run([("fp32", "fp32", 1000.0, 0.80, 100, False),
-                     ("fast-lossy", "int8 dynamic", 200.0, 0.70, 25, True),   # 5x but loses 10 points
-                     ("good", "int8 static", 300.0, 0.798, 26, True),         # 3.33x, -0.2 point, 0.26x size
-                     ("bf16", "bf16", 250.0, 0.80, 50, False)])              # not int8: never the target route
-    tgt = bench.evaluate_target(run)
-    assert tgt.evaluated and tgt.met and tgt.route == "good"
-    assert tgt.speedup == pytest.approx(1000 / 300) and tgt.target is bench.TARGET
-    run.routes[2].size_ratio = 0.5
-    assert not bench.evaluate_target(run).met  # fast enough, but the file is too big
-    slow = _fake_run([("fp32", "fp32", 1000.0, 0.80, 100, False), ("int8", "int8 dynamic", 600.0, 0.80, 25, False)])
-    tgt = bench.evaluate_target(slow)
-    assert not tgt.met and "1.67x fp32 eager (target 3.0x)" in tgt.reason
-    lossy = _fake_run([("fp32", "fp32", 1000.0, 0.80, 100, False), ("int8", "int8 dynamic", 200.0, 0.79, 25, False)])
-    assert bench.evaluate_target(lossy).reason == "no int8 route kept accuracy within 0.5 point of fp32"
+def test_two_speedups_against_eager_and_the_best_fp32_route_of_the_run():
+    run = _fake_run([("fp32", "fp32", 1000.0, 1.0, 100, False), ("ort-fp32", "fp32", 500.0, 1.0, 100, False),
+                     ("openvino-fp32", "fp32", 400.0, 1.0, 100, False), ("int8", "int8 static", 100.0, 1.0, 25, False),
+                     ("bf16", "bf16", 50.0, 1.0, 50, False)])  # bf16 is faster but not an fp32 route
+    int8 = bench.latency_at(run.row("int8"), 32, 128, 1)
+    assert int8.speedup == pytest.approx(10.0) and int8.speedup_vs_best_fp32 == pytest.approx(4.0)
+    assert run.best_fp32 == {"b32 s128 t1": "openvino-fp32"}
+    assert bench.latency_at(run.row("fp32"), 32, 128, 1).speedup_vs_best_fp32 == pytest.approx(0.4)
+    assert bench.best_fp32_routes(run.routes)[bench.Point(32, 128, 1)] == (400.0, "openvino-fp32")
+    rows = {r["route"]: r for r in bench.summary_rows(run)}
+    assert rows["int8"]["× best fp32"] == pytest.approx(4.0) and rows["int8"]["speedup ×fp32"] == pytest.approx(10)
+
+
+def test_target_needs_the_rule_and_both_speedups():
+    run = _fake_run([("fp32", "fp32", 1000.0, 1.0, 100, False), ("ort-fp32", "fp32", 500.0, 1.0, 100, False),
+                     ("fast-unfaithful", "int8 dynamic", 100.0, 0.98, 25, True),  # 10x, agreement below 0.99
+                     ("good", "int8 static", 180.0, 0.995, 26, True),           # 5.6x eager, 2.8x best fp32
+                     ("bf16", "bf16", 150.0, 1.0, 50, False)])                  # not int8: never the target route
+    assert run.row("fast-unfaithful").target_met is False and "agreement 0.980 (< 0.99)" in \
+        run.row("fast-unfaithful").target_reason
+    tgt = run.target
+    assert tgt.evaluated and tgt.met and tgt.route == "good" and tgt.best_fp32_route == "ort-fp32"
+    assert tgt.speedup == pytest.approx(1000 / 180) and tgt.speedup_vs_best_fp32 == pytest.approx(500 / 180)
+    assert "(target 5.0x)" in tgt.reason and "the best fp32 route ort-fp32 (target 2.5x)" in tgt.reason
+    assert bench.TargetVerdict.from_dict(tgt.as_dict()) == tgt
+    # fast against eager, but not 2.5x the best fp32 route
+    slow = _fake_run([("fp32", "fp32", 1000.0, 1.0, 100, False), ("ort-fp32", "fp32", 300.0, 1.0, 100, False),
+                      ("good", "int8 static", 180.0, 0.995, 26, True)])
+    assert slow.target.evaluated and not slow.target.met and slow.target.route == "good"
+    big = _fake_run([("fp32", "fp32", 1000.0, 1.0, 100, False), ("int8", "int8 dynamic", 100.0, 1.0, 50, False)])
+    assert not big.target.met and big.target.route is None and "file 0.50x fp32 (> 0.30x)" in big.row("int8").target_reason
+    assert big.target.reason == "no int8 route passed the rule: agreement >= 0.99 on the test split and a file <= 0.30x fp32's"
 
 
 def test_target_words_come_from_the_target_numbers():
-    wide = bench.Target(max_accuracy_drop=0.02, speedup=2.0)
-    assert bench.TARGET.band == "0.5 point" and wide.band == "2 points"
-    run = _fake_run([("fp32", "fp32", 1000.0, 0.80, 100, False), ("int8", "int8 dynamic", 400.0, 0.79, 25, False)])
-    assert bench.evaluate_target(run).route is None  # -1 point: outside the default 0.5-point band
-    tgt = bench.evaluate_target(run, wide)
-    assert tgt.met and tgt.route == "int8" and "(target 2.0x)" in tgt.reason
-    assert tgt.as_dict()["max_accuracy_drop"] == 0.02 and tgt.as_dict()["target_speedup"] == 2.0
-    assert bench.recommend(run, wide)[0].startswith("Fastest within 2 points of fp32: int8")
-    assert bench.TargetVerdict.from_dict(tgt.as_dict()) == tgt
+    loose = bench.Target(min_agreement=0.95, speedup=2.0)
+    assert bench.TARGET.band == "agreement >= 0.99" and loose.band == "agreement >= 0.95"
+    run = _fake_run([("fp32", "fp32", 1000.0, 1.0, 100, False), ("int8", "int8 dynamic", 400.0, 0.97, 25, False)])
+    assert bench.recommend(run, loose)[0].startswith("Fastest with agreement >= 0.95: int8 — 2.50x fp32 eager")
+    assert any(line == "Agreement below 0.99: int8 (0.9700)" for line in bench.recommend(run))
 
 
 def test_recommendation_is_derived_from_the_table():
-    run = _fake_run([("fp32", "fp32", 1000.0, 0.80, 100, False),
-                     ("bf16", "bf16", 300.0, 0.80, 50, False),
-                     ("int8-a", "int8 dynamic", 500.0, 0.799, 25, False),
-                     ("int8-b", "int8 static", 400.0, 0.70, 24, True),
-                     ("slowpoke", "int8 dynamic", 2000.0, 0.80, 25, False)])
+    run = _fake_run([("fp32", "fp32", 1000.0, 1.0, 100, False),
+                     ("bf16", "bf16", 300.0, 1.0, 50, False),
+                     ("int8-a", "int8 dynamic", 500.0, 0.995, 25, False),
+                     ("int8-b", "int8 static", 400.0, 0.90, 24, True),
+                     ("slowpoke", "int8 dynamic", 2000.0, 1.0, 25, False)])
     lines = bench.recommend(run)
-    assert lines[0].startswith("Fastest within 0.5 point of fp32: bf16 — 3.33x")
-    assert any(line.startswith("Fastest int8 within 0.5 point: int8-a — 2.00x") for line in lines)
-    assert any("Lost more than 0.5 point: int8-b (-10.0)" in line for line in lines)
+    assert lines[0].startswith("Fastest with agreement >= 0.99: bf16 — 3.33x fp32 eager (3.33x the best fp32 route)")
+    assert any(line.startswith("Fastest int8 with agreement >= 0.99: int8-a — 2.00x") for line in lines)
+    assert any("Agreement below 0.99: int8-b (0.9000)" in line for line in lines)
+    run.routes[1].family = "openvino"  # an exported route is never "the fastest plain-PyTorch eager route"
+    assert not any("eager route" in line and "bf16" in line for line in bench.recommend(run))
     assert any("Slower than fp32 eager here: slowpoke (0.50x)" in line for line in lines)
-    # bf16 is at least as accurate as every route and faster than all of them: it alone is on the front
+    # accuracy (all labels are 1): bf16 keeps fp32's and is fastest, so it alone is on the front
     assert bench.pareto_front(run) == ["bf16"]
-    run.routes[3].accuracy = 0.9  # now int8-b is the most accurate: it joins the front
+    run.routes[3].accuracy = 1.1  # now int8-b is the most accurate: it joins the front
     assert bench.pareto_front(run) == ["bf16", "int8-b"]
 
 
@@ -269,19 +332,127 @@ def test_profile_ops_names_the_quantized_kernels(ctx):
 
 # --- grid and CLI ---------------------------------------------------------------------------------------------
 
-def test_run_classifier_skips_compiled_routes_in_quick_mode(make_tiny_bert, course_tokenizer, monkeypatch, capsys):
-    from helpers import finetune
+def test_run_classifier_uses_the_notebook_classifier_skips_and_adds_the_roofline(make_tiny_bert, course_tokenizer,
+                                                                                 monkeypatch, capsys):
+    from helpers import data, engine, finetune, roofline
 
     model = make_tiny_bert(max_position_embeddings=128)  # the quick grid runs at sequence length 128
-    monkeypatch.setattr(finetune, "get_classifier", lambda config, progress=True: (model, course_tokenizer, {}))
-    run = bench.run_classifier(quick=True, route_names=["bf16", "torchao-w8-compile"], runs=1, test_examples=8,
-                               threads=1, progress=False)
-    assert [(r.route, r.status) for r in run.routes] == [("fp32", "ok"), ("bf16", "ok"),
-                                                         ("torchao-w8-compile", "skipped")]
-    assert "torch.compile" in run.routes[2].error and run.settings["test_examples"] == 8
+    split = data.Split(TEXTS, LABELS, name="test")
+    train = data.Split(TEXTS * 12, LABELS * 12, name="train")
+    seen = {}
+
+    def load_for_notebook(smoke, test_examples=None, progress=True):
+        seen.update(smoke=smoke, test_examples=test_examples)
+        return finetune.NotebookClassifier(model, course_tokenizer, finetune.SMOKE,
+                                           {"train": train, "validation": split, "test": split}, split.head(4),
+                                           {"from_cache": True, "path": "x", "history": [], "train_seconds": 0})
+
+    monkeypatch.setattr(finetune, "load_for_notebook", load_for_notebook)
+    monkeypatch.setattr(engine, "cpu_features", lambda: {"avx2": True})  # a CPU without bf16 or VNNI
+    monkeypatch.setattr(bench.ceiling, "measure", lambda points, runs: roofline.measure_peaks(
+        ("fp32", "bf16", "int8"), threads=sorted({p.threads for p in points}), shape=(64, 64, 64), runs=1,
+        max_call_s=None))
+    run = bench.run_classifier(quick=True, route_names=["bf16", "dynamic-int8-fbgemm", "torchao-w8-compile"],
+                               runs=1, test_examples=4, threads=1, progress=False)
+    assert seen == {"smoke": True, "test_examples": 4}
+    assert [(r.route, r.status) for r in run.routes] == [("fp32", "ok"), ("bf16", "skipped"),
+                                                         ("dynamic-int8-fbgemm", "ok"), ("torchao-w8-compile", "skipped")]
+    assert "avx512_bf16" in run.row("bf16").error and "torch.compile" in run.row("torchao-w8-compile").error
+    assert run.settings["test_examples"] == 4 and run.protocol["examples"] == 4
     assert run.grid == bench.grid(quick=True, threads=1) and run.settings["smoke_classifier"] is True
     assert run.target.evaluated  # the quick grid holds the target point
     assert "threads: torch intra-op" in capsys.readouterr().out  # the environment is printed first
+    # the roofline: peaks by precision and threads, GOPs per grid point, each route's fraction of its own peak
+    roof = run.roofline
+    assert set(roof["peaks"]) == {"fp32", "bf16", "int8"} and set(roof["peaks"]["int8"]) == {"1"}
+    assert roof["kernels"]["int8"]["1"] in roofline.INT8_KERNELS.values()
+    assert set(roof["model_gops"]) == {"b32 s128", "b1 s128"} and set(roof["routes"]) == {"fp32", "dynamic-int8-fbgemm"}
+    entry = roof["routes"]["dynamic-int8-fbgemm"]["b32 s128 t1"]
+    assert entry["peak_precision"] == "int8" and entry["precision_peak"] == roof["peaks"]["int8"]["1"]
+    ms = bench.latency_at(run.row("dynamic-int8-fbgemm"), 32, 128, 1).median_ms
+    assert entry["achieved_gops"] == pytest.approx(roof["model_gops"]["b32 s128"] / (ms / 1e3))
+    rows = {r["route"]: r for r in bench.summary_rows(run)}
+    assert rows["dynamic-int8-fbgemm"]["roofline fraction"] == pytest.approx(entry["fraction"])
+    assert [r["route"] for r in bench.ceiling.rows(run)] == ["fp32", "dynamic-int8-fbgemm"]
+    md = bench_tool.to_markdown(run)
+    assert "## Roofline at b32 s128 t1" in md and "fraction of peak" in md
+
+
+def test_a_route_the_cpu_lacks_a_capability_for_is_skipped_with_the_reason(ctx):
+    needs_bf16 = routes.Route(name="needs-bf16", family="test", precision="bf16", compiled=False,
+                              build=routes.build_bf16, description="", needs=("bf16",))
+    plan = [routes.registry()["fp32"], needs_bf16]
+    without = bench.run_routes(ctx, TEXTS, LABELS, plan, TINY_GRID[:1], runs=1, warmup=0, progress=False,
+                               features={"avx2": True})
+    row = without.row("needs-bf16")
+    assert row.status == "skipped" and "avx512_bf16 or amx_bf16" in row.error and row.latency == []
+    with_bf16 = bench.run_routes(ctx, TEXTS, LABELS, plan, TINY_GRID[:1], runs=1, warmup=0, progress=False,
+                                 features={"avx512_bf16": True})
+    assert with_bf16.row("needs-bf16").status == "ok"
+    assert routes.has_capability("int8-dot", {"avx_vnni": True}) and not routes.has_capability("int8-dot", {})
+    with pytest.raises(ValueError, match="unknown capability"):
+        routes.has_capability("fp8", {})
+
+
+def _sleeper(seconds_per_token: float):
+    def build(ctx):
+        def forward(batch):
+            if seconds_per_token:
+                time.sleep(seconds_per_token * batch["input_ids"].numel())
+            return torch.zeros(batch["input_ids"].shape[0], 2)
+        return routes.Built(forward, size_bytes=10)
+    return build
+
+
+def test_a_route_over_the_time_budget_is_skipped_before_its_costly_point(ctx):
+    sleepy = routes.Route(name="sleepy", family="test", precision="int8 dynamic", compiled=False,
+                          build=_sleeper(5e-3), description="5 ms per token")
+    quick = routes.Route(name="quick", family="test", precision="int8 dynamic", compiled=False,
+                         build=_sleeper(0), description="no time per token")
+    grid = [bench.Point(64, 32, 1), bench.Point(1, 8, 1)]  # the cheap point is measured first
+    run = bench.run_routes(ctx, TEXTS, LABELS, [sleepy, quick], grid, runs=2, warmup=0, progress=False, budget_s=5.0)
+    row = run.row("sleepy")
+    # b1 s8: 40 ms a call; b64 s32 would take 3 calls x 10 s > 5 s
+    assert row.status == "skipped" and row.stage == "latency b64 s32 t1" and "budget of 5 s" in row.error
+    assert row.error.startswith("too slow on this CPU: timing b64 s32 t1 would take about")
+    assert [p.point for p in row.latency] == [bench.Point(1, 8, 1)]
+    assert run.row("quick").status == "ok", run.row("quick").error
+    # fp32 eager is every comparison's reference: the budget never skips it
+    slow_fp32 = routes.Route(name="fp32", family="baseline", precision="fp32", compiled=False, build=_sleeper(5e-3),
+                             description="a slow baseline")
+    small = [bench.Point(16, 8, 1), bench.Point(1, 8, 1)]  # b16 s8: 2 calls x 0.64 s, over a 0.3 s budget
+    assert bench.run_routes(ctx, TEXTS, LABELS, [slow_fp32], small, runs=1, warmup=0, progress=False,
+                            budget_s=0.3).row("fp32").status == "ok"
+    assert [p.point for p in run.row("quick").latency] == grid  # grid order
+
+
+def test_scores_follow_the_protocol_and_repeat_exactly(ctx):
+    reg = routes.registry()
+    first = bench.run_routes(ctx, TEXTS, LABELS, [reg["fp32"], reg["dynamic-int8-x86"]], TINY_GRID[:1], runs=1,
+                             warmup=0, progress=False)
+    again = bench.run_routes(ctx, TEXTS, LABELS, [reg["fp32"], reg["dynamic-int8-x86"]], TINY_GRID[:1], runs=1,
+                             warmup=0, progress=False)
+    fp32, int8 = first.row("fp32"), first.row("dynamic-int8-x86")
+    want = evaluation.predict_logits(ctx.model, ctx.tokenizer, TEXTS, ctx.max_len)  # batch 32, padded to max_len
+    assert torch.equal(fp32.logits, want)
+    assert int8.comparison == evaluation.compare(want, int8.logits, LABELS, split="test")
+    assert torch.equal(int8.logits, again.row("dynamic-int8-x86").logits)  # a fixed batch: the same scores twice
+    assert int8.agreement == again.row("dynamic-int8-x86").agreement
+
+
+def test_openvino_routes_build_and_agree_with_fp32(ctx):
+    reg = routes.registry()
+    batch = ctx.encode(TEXTS, 16)
+    with torch.inference_mode():
+        want = routes.build_fp32(ctx).forward(batch)
+    for name in ("openvino-fp32", "openvino-int8"):
+        built = reg[name].build(ctx)
+        with measure.num_threads(1):
+            got = built.forward(batch)
+        assert got.shape == want.shape and got.dtype == torch.float32
+        assert (got - want).abs().max().item() < (1e-3 if name == "openvino-fp32" else 0.5)
+        assert built.size_bytes > 0
+    assert "8 train sentences" in built.notes  # NNCF calibrated on every train sentence given, never more
 
 
 def test_quick_grid_is_small_and_holds_the_target_point():
@@ -306,6 +477,24 @@ def test_cli_argument_errors(argv, message, capsys):
         bench_tool.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_isa_sensitivity_is_recorded_or_its_error_is(monkeypatch, ctx):
+    from helpers import isa
+
+    row = isa.IsaRow("AVX2", "Intel AVX2", False, "gemm:jit", 10.0, 4.0, 1.0, 0.5, 1, (64, 64, 64), 3)
+    monkeypatch.setattr(isa, "isa_sensitivity", lambda runs, timeout_s: [row])
+    assert bench.ceiling.isa_record(runs=3) == {"rows": [row.as_dict()]}
+    run = bench.run_routes(ctx, TEXTS, LABELS, [routes.registry()["fp32"]], TINY_GRID[:1], runs=1, warmup=0,
+                           progress=False)
+    run.isa_sensitivity = bench.ceiling.isa_record(runs=3)
+    md = bench_tool.to_markdown(run)
+    assert "ONEDNN_MAX_CPU_ISA caps" in md and "| AVX2 |" in md and "2.5" in md  # 10 ms / 4 ms
+
+    def fails(runs, timeout_s):
+        raise isa.IsaProbeError("the AVX2 child failed with exit status 1\nmore")
+    monkeypatch.setattr(isa, "isa_sensitivity", fails)
+    assert bench.ceiling.isa_record(runs=3) == {"error": "IsaProbeError: the AVX2 child failed with exit status 1"}
 
 
 def test_cli_list(capsys):

@@ -176,7 +176,12 @@ def test_measure_peak_on_requested_threads_restores_torch_threads(torch_on_two_t
     assert peak.precision == precision and peak.threads == 1 and peak.runs == 3 and peak.shape == (64, 64, 64)
     assert 0 < peak.gops_p10 <= peak.gops <= peak.gops_p90 and math.isfinite(peak.gops)
     assert peak.spread_gops == pytest.approx(peak.gops_p90 - peak.gops_p10)
-    assert peak.kernel == roofline.PEAK_KERNELS[precision]
+    if precision == "int8":  # both int8 GEMMs timed; the peak is the faster, and names it
+        assert set(peak.alternatives) == set(roofline.INT8_KERNELS)
+        fastest = max(peak.alternatives, key=peak.alternatives.get)
+        assert peak.gops == peak.alternatives[fastest] and peak.kernel == roofline.INT8_KERNELS[fastest]
+    else:
+        assert peak.kernel == roofline.PEAK_KERNELS[precision] and peak.alternatives == {}
     assert precision in str(peak) and "1 threads" in str(peak)
 
 
@@ -239,6 +244,7 @@ def test_roofline_record_structure_and_values(make_tiny_bert):
     assert record["peaks"] == {"fp32": {"1": 80.0, "2": 150.0}, "bf16": {"1": 400.0}, "int8": {"1": 900.0,
                                                                                               "2": 1700.0}}
     assert len(record["peak_measurements"]) == 5 and record["peak_measurements"][0]["shape"] == [64, 64, 64]
+    assert record["peak_measurements"][0]["alternatives"] == {}
     assert record["model_gops"] == {"b1 s16": ops[(1, 16)].gops, "b4 s32": ops[(4, 32)].gops}
     assert set(record["routes"]) == set(latencies)
     assert set(record["routes"]["dynamic-int8-x86"]) == {"b4 s32 t1", "b4 s32 t2"}
@@ -273,3 +279,18 @@ def test_roofline_record_accepts_a_peaks_mapping_and_names_what_is_missing(make_
 def test_point_labels_match_the_bench():
     assert roofline.point_label(32, 128) == "b32 s128"
     assert roofline.point_label(32, 128, 1) == "b32 s128 t1"
+
+
+def test_the_engine_int8_gemm_is_fbgemm_linear_dynamic(torch_on_two_threads):
+    """The fbgemm kernel the int8 peak may come from computes x @ W^T like a float Linear, within int8 rounding."""
+    from helpers import peaks
+
+    gen = torch.Generator().manual_seed(0)  # the operands _gemm draws
+    x, w = torch.randn(8, 64, generator=gen), torch.randn(32, 64, generator=gen)
+    scale = float(w.abs().max()) / 127
+    want = x @ (torch.round(w / scale) * scale).T
+    got = peaks._gemm("fbgemm", 8, 64, 32)()
+    assert got.shape == (8, 32) and got.dtype == torch.float32
+    assert (got - want).abs().max().item() < 0.05 * want.abs().max().item()
+    with pytest.raises(ValueError, match="unknown precision 'int_mm'"):
+        roofline.measure_peak("int_mm", threads=1)  # kernels are chosen inside measure_peak("int8"), not by name

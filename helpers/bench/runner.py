@@ -10,7 +10,8 @@ from typing import Sequence
 
 import torch
 
-from .. import course, data, deprecations, engine, evaluation, finetune, measure, routes as routes_mod
+from .. import course, deprecations, engine, evaluation, finetune, measure, routes as routes_mod
+from . import ceiling
 from .reading import evaluate_target
 from .schema import TARGET, BenchRun, LatencyPoint, Point, RouteResult
 
@@ -31,12 +32,22 @@ def _batch(ctx: routes_mod.Context, texts: Sequence[str], point: Point) -> dict[
     return ctx.encode((texts * reps)[:point.batch], point.seq)
 
 
-def _predict(built: routes_mod.Built, ctx: routes_mod.Context, texts: Sequence[str], batch_size: int) -> torch.Tensor:
-    out = []
-    with torch.inference_mode():
-        for i in range(0, len(texts), batch_size):
-            out.append(built.forward(ctx.encode(texts[i:i + batch_size], ctx.max_len)).argmax(dim=1))
-    return torch.cat(out)
+def _tokens(point: Point) -> int:
+    return point.batch * point.seq
+
+
+class OverBudget(RuntimeError):
+    """A route would take longer than the bench's time budget here: recorded as a skipped row with the estimate."""
+
+
+def _check_budget(budget_s: float | None, seconds_per_token: float | None, tokens: int, calls: int, what: str) -> None:
+    """Raise ``OverBudget`` if ``calls`` calls on ``tokens`` tokens, at the last measured speed, exceed the budget."""
+    if budget_s is None or seconds_per_token is None:
+        return
+    predicted = seconds_per_token * tokens * calls
+    if predicted > budget_s:
+        raise OverBudget(f"too slow on this CPU: {what} would take about {predicted:.1f} s (extrapolated from the "
+                         f"last timed call), over the bench's budget of {budget_s:g} s per stage")
 
 
 def _error(exc: BaseException) -> str:
@@ -46,16 +57,24 @@ def _error(exc: BaseException) -> str:
 
 
 def bench_route(route: routes_mod.Route, ctx: routes_mod.Context, points: Sequence[Point], test_texts, test_labels,
-                reference=None, runs: int = 5, warmup: int = 1, eval_batch: int = evaluation.EVAL_BATCH_SIZE,
-                bar=None) -> RouteResult:
-    """Measure one route; never raises for the route's own failures: they become ``status="failed"``."""
+                reference: torch.Tensor | None = None, runs: int = 5, warmup: int = 1,
+                eval_batch: int = evaluation.EVAL_BATCH_SIZE, bar=None, budget_s: float | None = None,
+                split: str = "test") -> RouteResult:
+    """Measure one route; never raises for the route's own failures: they become ``status="failed"``.
+
+    Latency at every grid point, cheapest point first; then the evaluation protocol on ``test_texts``
+    (``evaluation.predict_logits`` at ``eval_batch`` sentences padded to ``ctx.max_len``, ``evaluation.compare``
+    with ``reference``, fp32's logits; without one the route is its own reference). With ``budget_s``, a stage
+    whose time, extrapolated from the fastest call timed so far, exceeds it is not started and the row is
+    ``status="skipped"`` with the estimate."""
     row = RouteResult.of(route)
-    stage = "build"
+    stage, seconds_per_token = "build", None
     try:
         built = route.build(ctx)
         row.size_bytes, row.build_s, row.notes = built.size_bytes, built.build_seconds, built.notes
-        for point in points:
+        for point in sorted(points, key=_tokens):  # the cheapest first: a slow route is caught before the costly ones
             stage = f"latency {point.label}"
+            _check_budget(budget_s, seconds_per_token, _tokens(point), runs + warmup + 1, f"timing {point.label}")
             batch = _batch(ctx, test_texts, point)
             with measure.num_threads(point.threads), torch.inference_mode():
                 start = time.perf_counter()
@@ -64,15 +83,23 @@ def bench_route(route: routes_mod.Route, ctx: routes_mod.Context, points: Sequen
             if row.first_call_s is None:
                 row.first_call_s = first
             lat = measure.latency(lambda: built.forward(batch), runs=runs, warmup=warmup, threads=point.threads)
+            # the fastest speed seen so far: a point on an oversubscribed thread count must not condemn the route
+            speed = lat.median_ms / 1e3 / _tokens(point)
+            seconds_per_token = speed if seconds_per_token is None else min(seconds_per_token, speed)
             row.latency.append(LatencyPoint.measured(point, lat, first_call_ms=first * 1e3))
             if bar is not None:
                 bar.update(1)
-        stage = "accuracy"
-        row.predictions = _predict(built, ctx, test_texts, eval_batch)
-        row.accuracy = measure.accuracy(row.predictions, test_labels)
-        row.agreement = measure.agreement(row.predictions, reference) if reference is not None else 1.0
+        row.latency.sort(key=lambda p: list(points).index(p.point))
+        stage = "evaluation"
+        _check_budget(budget_s, seconds_per_token, len(test_texts) * ctx.max_len, 1,
+                      f"scoring {len(test_texts)} {split} sentences")
+        logits = evaluation.predict_logits(built.forward, ctx.tokenizer, test_texts, ctx.max_len, eval_batch)
+        row.logits, row.predictions = logits, logits.argmax(dim=1)
+        row.record_comparison(evaluation.compare(logits if reference is None else reference, logits, test_labels,
+                                                 split=split, batch_size=eval_batch))
     except Exception as exc:  # failures are data: record and go on with the next route
-        row.status, row.error, row.stage = "failed", _error(exc), stage
+        skipped = isinstance(exc, OverBudget)
+        row.status, row.error, row.stage = ("skipped", str(exc), stage) if skipped else ("failed", _error(exc), stage)
         if bar is not None:
             bar.update(len(points) - len(row.latency))
     finally:
@@ -81,28 +108,51 @@ def bench_route(route: routes_mod.Route, ctx: routes_mod.Context, points: Sequen
     return row
 
 
-def add_ratios(rows: Sequence[RouteResult]) -> None:
-    """Fill in each row's speedup per grid point, size ratio and accuracy change, all against this run's fp32
-    row (left ``None`` where fp32 or the row lacks the number)."""
+def _ratio(reference_ms: float | None, point: LatencyPoint) -> float | None:
+    return reference_ms / point.median_ms if reference_ms and point.median_ms > 0 else None
+
+
+def best_fp32_routes(rows: Sequence[RouteResult]) -> dict[Point, tuple[float, str]]:
+    """Per grid point, the fastest fp32 route that ran (``routes.FP32_BASELINES``: eager, torch.compile, ONNX
+    Runtime, OpenVINO) as (median ms, route name)."""
+    best: dict[Point, tuple[float, str]] = {}
+    for row in rows:
+        if row.ok and row.route in routes_mod.FP32_BASELINES:
+            for p in row.latency:
+                if p.point not in best or p.median_ms < best[p.point][0]:
+                    best[p.point] = (p.median_ms, row.route)
+    return best
+
+
+def add_ratios(rows: Sequence[RouteResult]) -> dict[str, str]:
+    """Fill in each row's two speedups per grid point (over fp32 eager and over the best fp32 route of this run),
+    size ratio and accuracy change against this run's fp32 row (``None`` where a number is missing), and the
+    target rule (``evaluation.meets_target``) for rows scored on the test split. Returns the best fp32 route per
+    grid point label."""
     base = next((r for r in rows if r.route == "fp32" and r.ok), None)
     base_lat = {p.point: p.median_ms for p in base.latency} if base else {}
-    def speedup(p: LatencyPoint) -> float | None:
-        ref = base_lat.get(p.point)
-        return ref / p.median_ms if ref and p.median_ms > 0 else None
-
+    best = best_fp32_routes(rows)
     for row in rows:
-        row.latency = [replace(p, speedup=speedup(p)) for p in row.latency]
+        row.latency = [replace(p, speedup=_ratio(base_lat.get(p.point), p),
+                               speedup_vs_best_fp32=_ratio(best.get(p.point, (None, ""))[0], p))
+                       for p in row.latency]
         row.size_ratio = row.size_bytes / base.size_bytes if base and row.size_bytes and base.size_bytes else None
         row.accuracy_change = (row.accuracy - base.accuracy
                                if base and row.accuracy is not None and base.accuracy is not None else None)
+        if row.comparison is not None and row.comparison.split != evaluation.VALIDATION:
+            row.target_met, row.target_reason = evaluation.meets_target(row.comparison, row.size_ratio)
+    return {point.label: name for point, (_, name) in best.items()}
 
 
 def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: Sequence[int],
                route_list: Sequence[routes_mod.Route], points: Sequence[Point], runs: int = 5, warmup: int = 1,
                skipped: Sequence[tuple[routes_mod.Route, str]] = (), progress: bool = True,
-               settings: dict | None = None) -> BenchRun:
+               settings: dict | None = None, features: dict | None = None, budget_s: float | None = None,
+               split: str = "test", eval_batch: int = evaluation.EVAL_BATCH_SIZE) -> BenchRun:
     """Measure ``route_list`` on every grid point; ``route_list`` must start with fp32 if speedups are wanted.
-    ``skipped`` routes become rows with ``status="skipped"`` and the reason."""
+    ``skipped`` routes become rows with ``status="skipped"`` and the reason, and so does every route whose
+    ``needs`` the CPU lacks (``routes.missing_capability`` on ``features``, default ``engine.cpu_features()``).
+    ``budget_s`` caps each stage of a route (see ``bench_route``), except fp32 eager's: every comparison needs it."""
     from tqdm.auto import tqdm
 
     if not points:
@@ -112,21 +162,32 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
     if len(test_texts) != len(test_labels) or not test_texts:
         raise ValueError(f"need as many test labels as texts (and at least one): {len(test_texts)} texts, "
                          f"{len(test_labels)} labels")
+    features = engine.cpu_features() if features is None else features
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.perf_counter()
     rows, reference = [], None
     with tqdm(total=len(route_list) * len(points), desc="bench", unit="point", disable=not progress) as bar:
         for route in route_list:
             bar.set_postfix_str(route.name)
-            row = bench_route(route, ctx, points, test_texts, test_labels, reference, runs, warmup, bar=bar)
-            if route.name == "fp32" and row.predictions is not None:
-                reference = row.predictions
+            why = routes_mod.missing_capability(route, features)
+            if why is not None:
+                rows.append(RouteResult.of(route, status="skipped", error=why))
+                bar.update(len(points))
+                continue
+            row = bench_route(route, ctx, points, test_texts, test_labels, reference, runs, warmup, eval_batch,
+                              bar=bar, budget_s=None if route.name == "fp32" else budget_s, split=split)
+            if route.name == "fp32" and row.logits is not None:
+                reference = row.logits
             rows.append(row)
     rows += [RouteResult.of(r, status="skipped", error=why) for r, why in skipped]
-    add_ratios(rows)
+    best = add_ratios(rows)
+    protocol = {"split": split, "examples": len(test_texts), "eval_batch": eval_batch, "padding": evaluation.PADDING,
+                "max_len": ctx.max_len, "reference": "fp32", "interval": "Wilson 95%", "paired_test": "exact McNemar",
+                "target_rule": evaluation.target_rule_text()}
     run = BenchRun(started, time.perf_counter() - t0, course.environment(),
                    {**(settings or {}), "runs": runs, "warmup": warmup, "test_examples": len(test_texts),
-                    "max_len": ctx.max_len}, list(points), rows)
+                    "max_len": ctx.max_len, "budget_s": budget_s}, list(points), rows, best_fp32=best,
+                   protocol=protocol)
     run.target = evaluate_target(run)
     return run
 
@@ -153,34 +214,43 @@ def profile_ops(route: routes_mod.Route, ctx: routes_mod.Context, texts: Sequenc
 # --- the bench on the course's classifier ---------------------------------------------------------------------
 
 def settings_for(quick: bool) -> dict:
-    """Runs, warm-up and the test subset: quick keeps CI short, full uses the whole test split."""
-    return {"quick": quick, "runs": 3 if quick else 10, "warmup": 0 if quick else 2,
-            "test_examples": 96 if quick else None}
+    """Runs, warm-up, the test examples (``None``: the whole test split, in both modes, as the evaluation protocol
+    asks) and the time budget per stage of a route: quick keeps CI short."""
+    return {"quick": quick, "runs": 3 if quick else 10, "warmup": 0 if quick else 2, "test_examples": None,
+            "budget_s": 300.0 if quick else 1800.0}
 
 
 def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: Sequence[str] | None = None,
                    runs: int | None = None, test_examples: int | None = None, threads: int | None = None,
-                   include_compiled: bool | None = None, progress: bool = True, verbose: bool = True) -> BenchRun:
-    """The bench on the shared fine-tuned classifier (``finetune.get_classifier``). ``smoke`` picks the smoke or
-    full classifier (default: smoke when ``quick``). Compiled routes are skipped in quick mode unless
-    ``include_compiled=True``."""
+                   include_compiled: bool | None = None, progress: bool = True, verbose: bool = True,
+                   with_roofline: bool = True, budget_s: float | None = None) -> BenchRun:
+    """The bench on the shared fine-tuned classifier (``finetune.load_for_notebook``). ``smoke`` picks the smoke
+    or full classifier (default: smoke when ``quick``). Every route is scored on the whole test split (or its first
+    ``test_examples``) with the evaluation protocol. Compiled routes are skipped in quick mode unless
+    ``include_compiled=True``; routes whose CPU capability is missing are skipped with the reason; ``budget_s``
+    (default ``settings_for(quick)["budget_s"]``) caps each stage of a route. ``with_roofline`` measures the
+    peaks in the same run and writes ``run.roofline``."""
     smoke = quick if smoke is None else smoke
     include_compiled = (not quick) if include_compiled is None else include_compiled
     settings = settings_for(quick)
     n_test = test_examples if test_examples is not None else settings["test_examples"]
+    budget_s = settings["budget_s"] if budget_s is None else budget_s
+    runs = runs or settings["runs"]
     engine.select_engine()
     deprecations.silence_known()
     if verbose:
         print(course.describe_environment(course.environment()), flush=True)
-    config = finetune.config_for(smoke)
-    model, tokenizer, _ = finetune.get_classifier(config, progress=progress)
-    splits = data.load_rotten_tomatoes()
-    test = splits["test"] if n_test is None else splits["test"].head(n_test)
-    ctx = routes_mod.Context(model, tokenizer, config.max_len, calibration_texts=splits["train"].head(64).texts)
+    clf = finetune.load_for_notebook(smoke, test_examples=n_test, progress=progress)
+    ctx = routes_mod.Context(clf.model, clf.tokenizer, clf.max_len, calibration_texts=clf.splits["train"].head(64).texts,
+                             train=clf.splits["train"])
     chosen = routes_mod.select(route_names)
     run_list = [r for r in chosen if include_compiled or not r.compiled]
     skipped = [(r, "skipped in the quick grid: torch.compile takes minutes on 2 cores; `make bench` runs it")
                for r in chosen if r not in run_list]
-    return run_routes(ctx, test.texts, test.labels, run_list, grid(quick, threads), runs=runs or settings["runs"],
-                      warmup=settings["warmup"], skipped=skipped, progress=progress,
-                      settings={"quick": quick, "smoke_classifier": smoke, "classifier": finetune.entry_dir(config).name})
+    points = grid(quick, threads)
+    run = run_routes(ctx, clf.test.texts, clf.test.labels, run_list, points, runs=runs, warmup=settings["warmup"],
+                     skipped=skipped, progress=progress, budget_s=budget_s,
+                     settings={"quick": quick, "smoke_classifier": smoke, "classifier": finetune.entry_dir(clf.config).name})
+    if with_roofline:
+        run.roofline = ceiling.record(run, clf.model.config, ceiling.measure(points, runs=runs))
+    return run

@@ -15,7 +15,10 @@ import torch
 from .. import evaluation, measure, routes as routes_mod
 from ..paths import build_dir
 
-SCHEMA_VERSION = 1
+#: 2 added the evaluation protocol's fields, the speedup over the best fp32 route, the roofline and the
+#: agreement-based target; a version-1 document still loads (the new fields read as None).
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -32,15 +35,17 @@ class Point:
 
 @dataclass(frozen=True)
 class Target:
-    """The course's performance target: the fastest int8 route that keeps test accuracy within
-    ``max_accuracy_drop`` of fp32's reaches ``speedup`` x fp32 eager throughput at (``batch``, ``seq``,
-    ``threads``), with a file at most ``max_size_ratio`` x fp32's."""
+    """The course's performance target at (``batch``, ``seq``, ``threads``): the fastest int8 route that passes
+    the course's one rule (``helpers.evaluation.meets_target``: agreement with fp32 >= ``min_agreement`` on the
+    test split and a file at most ``max_size_ratio`` x fp32's) runs at least ``speedup`` x fp32 eager and
+    ``speedup_vs_best_fp32`` x the best fp32 route of the same run."""
     batch: int = 32
     seq: int = 128
     threads: int = 1
-    speedup: float = 3.0
-    max_accuracy_drop: float = 0.005
+    speedup: float = 5.0
+    min_agreement: float = evaluation.TARGET_AGREEMENT
     max_size_ratio: float = evaluation.TARGET_SIZE_RATIO
+    speedup_vs_best_fp32: float = 2.5
 
     @property
     def point(self) -> Point:
@@ -48,9 +53,14 @@ class Target:
 
     @property
     def band(self) -> str:
-        """The accuracy band in words, e.g. "0.5 point"."""
-        points = 100 * self.max_accuracy_drop
-        return f"{points:g} point" + ("" if points <= 1 else "s")
+        """The fidelity rule in words, from the numbers: "agreement >= 0.99"."""
+        return f"agreement >= {self.min_agreement:.2f}"
+
+    @property
+    def max_accuracy_drop(self) -> float:
+        """The most accuracy can move under the agreement rule (``evaluation.max_accuracy_change``), as a fraction;
+        schema 1's target stored an accuracy band of this name."""
+        return evaluation.max_accuracy_change(self.min_agreement)
 
 
 TARGET = Target()
@@ -64,6 +74,7 @@ class LatencyPoint(measure.Latency):
     seq: int
     first_call_ms: float
     speedup: float | None = None
+    speedup_vs_best_fp32: float | None = None
 
     @classmethod
     def measured(cls, point: Point, latency: measure.Latency, first_call_ms: float) -> LatencyPoint:
@@ -76,14 +87,18 @@ class LatencyPoint(measure.Latency):
     def as_dict(self) -> dict:
         return {"batch": self.batch, "seq": self.seq, "threads": self.threads, "first_call_ms": self.first_call_ms,
                 "median_ms": self.median_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "runs": self.runs,
-                "spread_ms": self.spread_ms, "speedup": self.speedup}
+                "spread_ms": self.spread_ms, "speedup": self.speedup,
+                "speedup_vs_best_fp32": self.speedup_vs_best_fp32}
 
 
 @dataclass
 class RouteResult:
     """What the bench measured for one route. ``status`` is "ok", "failed" (``error`` says what was raised and
-    where, ``stage`` where the run was) or "skipped" (``error`` says why). ``predictions`` (the test-set argmax) is
-    kept for computing agreement in this process and never written to JSON."""
+    where, ``stage`` where the run was) or "skipped" (``error`` says why: a CPU capability the route needs, or
+    the time budget). Fidelity follows ``helpers.evaluation``: agreement with fp32 and accuracy on the test split
+    with 95% Wilson intervals, McNemar's exact p, scored at ``eval_batch`` sentences per batch padded to
+    ``max_len``; ``target_met`` / ``target_reason`` are ``evaluation.meets_target``'s verdict. ``predictions``
+    (the test-set argmax), ``logits`` and ``comparison`` stay in this process and are never written to JSON."""
     route: str
     family: str
     precision: str
@@ -101,7 +116,19 @@ class RouteResult:
     notes: str = ""
     size_ratio: float | None = None  # size_bytes / fp32's, this run
     accuracy_change: float | None = None  # accuracy - fp32's (a fraction, not points)
+    agreement_low: float | None = None   # 95% Wilson interval of the agreement
+    agreement_high: float | None = None
+    accuracy_low: float | None = None    # 95% Wilson interval of the accuracy
+    accuracy_high: float | None = None
+    flips: int | None = None             # test sentences whose predicted class differs from fp32's
+    mcnemar_p: float | None = None       # fp32 vs this route's accuracy, exact McNemar test
+    eval_batch: int | None = None
+    target_met: bool | None = None       # evaluation.meets_target, judged on the test split
+    target_reason: str | None = None
     predictions: torch.Tensor | None = field(default=None, repr=False, compare=False, metadata={"json": False})
+    logits: torch.Tensor | None = field(default=None, repr=False, compare=False, metadata={"json": False})
+    comparison: evaluation.Comparison | None = field(default=None, repr=False, compare=False,
+                                                     metadata={"json": False})
 
     @classmethod
     def of(cls, route: routes_mod.Route, **measured) -> RouteResult:
@@ -116,13 +143,22 @@ class RouteResult:
     def ok(self) -> bool:
         return self.status == "ok"
 
+    def record_comparison(self, comparison: evaluation.Comparison) -> None:
+        """Copy an ``evaluation.compare`` result (on the test split) into the row's fields."""
+        self.comparison = comparison
+        self.agreement, self.agreement_low, self.agreement_high = (comparison.agreement, comparison.agreement_low,
+                                                                   comparison.agreement_high)
+        self.accuracy, self.accuracy_low, self.accuracy_high = (comparison.accuracy, comparison.accuracy_low,
+                                                                comparison.accuracy_high)
+        self.flips, self.mcnemar_p, self.eval_batch = comparison.flips, comparison.mcnemar_p, comparison.batch_size
+
     def as_dict(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get("json", True)}
         return {**out, "latency": [p.as_dict() for p in self.latency]}
 
     @classmethod
     def from_dict(cls, row: dict) -> RouteResult:
-        known = {f.name for f in fields(cls)} - {"latency", "predictions"}
+        known = {f.name for f in fields(cls) if f.metadata.get("json", True)} - {"latency"}
         points = [LatencyPoint(**{k: v for k, v in p.items() if k != "spread_ms"}) for p in row["latency"]]
         return cls(**{k: v for k, v in row.items() if k in known}, latency=points)
 
@@ -139,20 +175,28 @@ class TargetVerdict:
     speedup: float | None = None
     size_ratio: float | None = None
     accuracy_change: float | None = None
+    speedup_vs_best_fp32: float | None = None
+    agreement: float | None = None
+    best_fp32_route: str | None = None
 
     def as_dict(self) -> dict:
         t = self.target
         return {"batch": t.batch, "seq": t.seq, "threads": t.threads, "speedup": self.speedup,
-                "max_accuracy_drop": t.max_accuracy_drop, "max_size_ratio": t.max_size_ratio,
-                "evaluated": self.evaluated, "met": self.met, "route": self.route, "reason": self.reason,
-                "size_ratio": self.size_ratio, "accuracy_change": self.accuracy_change, "target_speedup": t.speedup}
+                "max_size_ratio": t.max_size_ratio, "evaluated": self.evaluated, "met": self.met,
+                "route": self.route, "reason": self.reason, "size_ratio": self.size_ratio,
+                "accuracy_change": self.accuracy_change, "target_speedup": t.speedup,
+                "min_agreement": t.min_agreement, "target_speedup_vs_best_fp32": t.speedup_vs_best_fp32,
+                "speedup_vs_best_fp32": self.speedup_vs_best_fp32, "agreement": self.agreement,
+                "best_fp32_route": self.best_fp32_route}
 
     @classmethod
     def from_dict(cls, d: dict) -> TargetVerdict:
         target = Target(d["batch"], d["seq"], d["threads"], d.get("target_speedup", TARGET.speedup),
-                        d["max_accuracy_drop"], d["max_size_ratio"])
+                        d.get("min_agreement", TARGET.min_agreement), d["max_size_ratio"],
+                        d.get("target_speedup_vs_best_fp32", TARGET.speedup_vs_best_fp32))
         return cls(target, d["evaluated"], d["met"], d["route"], d["reason"], d["speedup"] if d["route"] else None,
-                   d.get("size_ratio"), d.get("accuracy_change"))
+                   d.get("size_ratio"), d.get("accuracy_change"), d.get("speedup_vs_best_fp32"), d.get("agreement"),
+                   d.get("best_fp32_route"))
 
 
 @dataclass
@@ -166,6 +210,10 @@ class BenchRun:
     routes: list[RouteResult]
     target: TargetVerdict = field(default_factory=TargetVerdict)
     schema: int = SCHEMA_VERSION
+    best_fp32: dict[str, str] = field(default_factory=dict)  # grid point label -> the fastest fp32 route there
+    roofline: dict | None = None  # helpers.roofline.roofline_record, plus the peaks' kernels
+    protocol: dict = field(default_factory=dict)  # the evaluation protocol's settings for this run
+    isa_sensitivity: dict | None = None  # helpers.isa rows ({"rows": [...]}) or {"error": ...}; make bench only
 
     def row(self, name: str) -> RouteResult | None:
         return next((r for r in self.routes if r.route == name), None)
@@ -178,13 +226,16 @@ class BenchRun:
     def as_dict(self) -> dict:
         return {"schema": self.schema, "started": self.started, "seconds": self.seconds,
                 "environment": self.environment, "settings": self.settings, "grid": [asdict(p) for p in self.grid],
-                "routes": [r.as_dict() for r in self.routes], "target": self.target.as_dict()}
+                "routes": [r.as_dict() for r in self.routes], "target": self.target.as_dict(),
+                "protocol": self.protocol, "best_fp32": self.best_fp32, "roofline": self.roofline,
+                "isa_sensitivity": self.isa_sensitivity}
 
     @classmethod
     def from_dict(cls, doc: dict) -> BenchRun:
         return cls(doc["started"], doc["seconds"], doc["environment"], doc["settings"],
                    [Point(**p) for p in doc["grid"]], [RouteResult.from_dict(r) for r in doc["routes"]],
-                   TargetVerdict.from_dict(doc["target"]), doc["schema"])
+                   TargetVerdict.from_dict(doc["target"]), doc["schema"], doc.get("best_fp32", {}),
+                   doc.get("roofline"), doc.get("protocol", {}), doc.get("isa_sensitivity"))
 
 
 def load(path: str | os.PathLike | None = None) -> BenchRun:
@@ -193,6 +244,7 @@ def load(path: str | os.PathLike | None = None) -> BenchRun:
     if not path.is_file():
         raise FileNotFoundError(f"no bench results at {path}; run `make bench` (or `make bench QUICK=1`) first")
     doc = json.loads(path.read_text())
-    if doc.get("schema") != SCHEMA_VERSION:
-        raise ValueError(f"{path} has schema {doc.get('schema')}, this code reads {SCHEMA_VERSION}; rerun make bench")
+    if doc.get("schema") not in READABLE_SCHEMAS:
+        raise ValueError(f"{path} has schema {doc.get('schema')}, this code reads {list(READABLE_SCHEMAS)}; "
+                         "rerun make bench")
     return BenchRun.from_dict(doc)

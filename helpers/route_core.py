@@ -1,0 +1,145 @@
+"""What every inference route is made of: the ``Context`` a builder gets, the ``Built`` it returns, the ``Route``
+record, and the CPU capabilities a route needs to run at a sensible speed.
+
+``helpers.routes`` (the PyTorch routes and the registry) and ``helpers.runtime_routes`` (ONNX Runtime, OpenVINO)
+build on these; notebooks reach all of them through ``helpers.routes``.
+
+**CPU capabilities.** Some routes have a fast kernel only on some CPUs, and fall back to generic code elsewhere that
+is hundreds of times slower (a MiniLM forward at batch 32 x seq 128 then takes minutes):
+
+- ``"bf16"``: bf16 matmuls need AVX-512 BF16 or AMX-BF16 (``helpers.openvino_route.bf16_available``);
+- ``"int8-dot"``: ``torch._int_mm`` (torchao's dynamic int8) needs an int8 dot-product instruction: AVX-512 VNNI,
+  AVX-VNNI or AMX (``helpers.pt2e.has_vnni``). fbgemm, oneDNN, ONNX Runtime and OpenVINO have AVX2 int8 kernels
+  and need nothing.
+
+``missing_capability(route)`` reads the flags of ``helpers.engine.cpu_features()`` and says why a route would be
+pathologically slow here, or returns None; the bench skips such a route with that reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import torch
+
+from . import finetune
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+#: What each capability needs, in words (the reason a route is skipped without it).
+CAPABILITIES = {
+    "bf16": "native bf16 arithmetic (avx512_bf16 or amx_bf16 flag): bf16 matmuls would run in generic code, minutes "
+            "per batch (and OpenVINO would refuse the bf16 hint)",
+    "int8-dot": "an int8 dot-product instruction (avx512_vnni, avx_vnni or amx_int8 flag): torch._int_mm would run in "
+                "generic code, minutes per batch",
+}
+
+
+class RouteUnavailable(RuntimeError):
+    """A route cannot be built on this stack (a missing helper or package); recorded as a failure row."""
+
+
+@dataclass
+class Context:
+    """What every builder gets: the fp32 classifier, its tokenizer, the sequence length it was trained at, and a
+    few training texts for calibration (static int8 needs them; the test split is never used for calibration).
+    ``train`` is the whole train split (``helpers.data.Split``), for a route whose recommended calibration needs
+    more sentences than ``calibration_texts`` holds (NNCF's 300); None: ``calibration_texts`` only."""
+    model: torch.nn.Module
+    tokenizer: object
+    max_len: int
+    calibration_texts: Sequence[str] = ()
+    workdir: Path | None = None
+    train: object | None = None
+
+    def encode(self, texts: Sequence[str], seq: int) -> dict[str, torch.Tensor]:
+        enc = finetune.encode(self.tokenizer, texts, seq)
+        return {k: enc[k] for k in INPUTS if k in enc}
+
+
+@dataclass
+class Built:
+    forward: Callable[[dict], torch.Tensor]
+    size_bytes: int
+    build_seconds: float = 0.0
+    notes: str = ""
+    keep: list = field(default_factory=list)  # objects that must outlive the forward (sessions, models)
+
+
+def is_int8_precision(precision: str) -> bool:
+    """Whether a route's ``precision`` ("int8 dynamic", "int8 weight-only", "int8 static", ...) is an int8 one."""
+    return precision.startswith("int8")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    """One way to run the classifier. Built with keyword arguments only: ``Route(name=..., build=..., ...)``.
+    ``needs``: the ``CAPABILITIES`` without which the route has no fast kernel (it is skipped there)."""
+    name: str
+    family: str       # "baseline", "bf16", "torch.ao eager", "torchao", "pt2e", "onnxruntime", "openvino"
+    precision: str    # "fp32", "bf16", "int8 dynamic", "int8 weight-only", "int8 static"
+    compiled: bool    # uses torch.compile (slow first call; skipped by --quick)
+    build: Callable[[Context], Built]
+    description: str
+    needs: tuple[str, ...] = ()
+
+    @property
+    def is_int8(self) -> bool:
+        return is_int8_precision(self.precision)
+
+
+def has_capability(capability: str, features: Mapping[str, object]) -> bool:
+    """Whether the CPU described by ``features`` (``helpers.engine.cpu_features()``) has ``capability``:
+    ``helpers.openvino_route.bf16_available`` for "bf16", ``helpers.pt2e.has_vnni`` for "int8-dot"."""
+    if capability == "bf16":
+        from .openvino_route import bf16_available
+
+        return bf16_available(features)
+    if capability == "int8-dot":
+        from .pt2e import has_vnni
+
+        return has_vnni(dict(features))
+    raise ValueError(f"unknown capability {capability!r}; known: {sorted(CAPABILITIES)}")
+
+
+def missing_capability(route: Route, features: Mapping[str, object] | None = None) -> str | None:
+    """Why ``route`` would be pathologically slow on this CPU (the first of its ``needs`` the CPU lacks), or None."""
+    if features is None:
+        from .engine import cpu_features
+
+        features = cpu_features()
+    for capability in route.needs:
+        if not has_capability(capability, features):
+            return f"this CPU lacks {CAPABILITIES[capability]}"
+    return None
+
+
+def given(obj):
+    """The object itself, or what a zero-argument function (or class) returns when ``obj`` is one."""
+    return obj() if callable(obj) else obj
+
+
+def logits_of(out) -> torch.Tensor:
+    """The float logits of a model's output (a ``ModelOutput``, a dict or a tuple)."""
+    logits = out.logits if hasattr(out, "logits") else (out["logits"] if isinstance(out, dict) else out[0])
+    return logits.float()
+
+
+def eager_forward(model) -> Callable[[dict], torch.Tensor]:
+    def forward(batch):
+        return logits_of(model(**batch))
+    return forward
+
+
+def timed(build: Callable[[Context], Built]) -> Callable[[Context], Built]:
+    """A builder that records how long building took in ``Built.build_seconds``."""
+    def wrapper(ctx: Context) -> Built:
+        start = time.perf_counter()
+        built = build(ctx)
+        built.build_seconds = time.perf_counter() - start
+        return built
+    wrapper.__doc__ = build.__doc__
+    return wrapper

@@ -260,27 +260,45 @@ def test_blockwise_variant_quantizes_the_chosen_matmuls(preprocessed, tmp_path, 
 
 
 def test_score_variant_times_the_build_and_scores_the_model(preprocessed, tmp_path, course_tokenizer):
-    split = Split(TEXTS, [1, 0, 1, 0, 1, 0])
-    fp32 = R.run_logits(R.make_session(preprocessed, threads=1), course_tokenizer, TEXTS, MAX_LEN).argmax(1)
+    split = Split(TEXTS, [1, 0, 1, 0, 1, 0], name="validation")
+    fp32 = R.run_logits(R.make_session(preprocessed, threads=1), course_tokenizer, TEXTS, MAX_LEN)
     calls = []
 
     def build():
         calls.append("built")
         return R.quantize_dynamic_variant(preprocessed, tmp_path / "dyn.onnx", "QInt8", per_channel=True)
 
-    path, row = R.score_variant("int8 per-channel", build, course_tokenizer, split, MAX_LEN, fp32,
-                                fp32_bytes=measure.size_on_disk(preprocessed), ops=("QAttention", "MatMulNBits"),
-                                weight_type="QInt8")
+    path, comparison, row = R.score_variant("int8 per-channel", build, course_tokenizer, split, MAX_LEN, fp32,
+                                            fp32_bytes=measure.size_on_disk(preprocessed),
+                                            ops=("QAttention", "MatMulNBits"), weight_type="QInt8")
     assert calls == ["built"] and path == tmp_path / "dyn.onnx"
-    assert list(row) == ["variant", "weight_type", "size MB", "x fp32 size", "QAttention", "MatMulNBits", "accuracy",
-                         "agreement", "build s"]
+    assert list(row) == ["variant", "weight_type", "size MB", "x fp32 size", "QAttention", "MatMulNBits", "agreement",
+                         "agreement 95% CI", "flips", "build s"]
     assert (row["variant"], row["weight_type"], row["QAttention"], row["MatMulNBits"]) == ("int8 per-channel", "QInt8",
                                                                                            2, 0)
     assert row["size MB"] == pytest.approx(measure.mb(measure.size_on_disk(path)))
     assert row["x fp32 size"] == pytest.approx(measure.size_on_disk(path) / measure.size_on_disk(preprocessed))
-    scores = R.evaluate(R.make_session(path), course_tokenizer, split, MAX_LEN, reference_predictions=fp32)
-    assert (row["accuracy"], row["agreement"]) == (scores["accuracy"], scores["agreement"])
+    again = R.score(path, fp32, course_tokenizer, split, MAX_LEN)
+    assert comparison == again and row["agreement"] == again.agreement
+    assert (comparison.split, comparison.n, comparison.batch_size) == ("validation", len(TEXTS), 32)
+    assert row["flips"] == f"{comparison.flips}/{len(TEXTS)}"
     assert row["build s"] > 0
+
+
+def test_forward_and_score_follow_the_protocol(preprocessed, course_tokenizer, tiny_model):
+    session = R.make_session(preprocessed, threads=1)
+    enc = course_tokenizer(TEXTS[:3], padding="max_length", max_length=MAX_LEN, return_tensors="pt")
+    got = R.forward(session)(dict(enc))
+    assert got.shape == (3, 2)
+    assert measure.max_abs_diff(torch.from_numpy(got), torch_logits(tiny_model, course_tokenizer, TEXTS[:3],
+                                                                      MAX_LEN)) < 1e-4
+    with pytest.raises(R.OnnxRouteError, match=r"wants inputs \['token_type_ids'\]"):
+        R.forward(session)({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})
+    split = Split(TEXTS, [1, 0, 1, 0, 1, 0], name="validation")
+    shifted = torch_logits(tiny_model, course_tokenizer, TEXTS, MAX_LEN).flip(1)  # every prediction flipped
+    comparison = R.score(session, shifted, course_tokenizer, split, MAX_LEN)
+    assert comparison.agreement == 0.0 and comparison.flips == len(TEXTS)
+    assert comparison.reference_accuracy == pytest.approx(1 - comparison.accuracy)
 
 
 def test_ffn_matmuls_are_told_apart_from_attention():
@@ -288,6 +306,20 @@ def test_ffn_matmuls_are_told_apart_from_attention():
     assert R.is_ffn_matmul("/model/bert/encoder/layer.5/output/dense/MatMul")
     assert not R.is_ffn_matmul("/model/bert/encoder/layer.5/attention/output/dense/MatMul")
     assert not R.is_ffn_matmul("/model/classifier/Gemm")
+    assert R.is_ffn_output_matmul("/model/bert/encoder/layer.5/output/dense/MatMul")
+    assert not R.is_ffn_output_matmul("/model/bert/encoder/layer.0/intermediate/dense/MatMul")
+    assert not R.is_ffn_output_matmul("/model/bert/encoder/layer.5/attention/output/dense/MatMul")
+
+
+def test_matmul_node_name_matches_the_torchscript_export(exported, tiny_model):
+    assert (R.matmul_node_name("bert.encoder.layer.10.output.dense")
+            == "/model/bert/encoder/layer.10/output/dense/MatMul")
+    linears = [name for name, m in tiny_model.named_modules() if isinstance(m, torch.nn.Linear)
+               and name.startswith("bert.encoder.")]
+    in_graph = set(R.matmul_nodes(exported))
+    assert linears and all(R.matmul_node_name(name) in in_graph for name in linears)
+    with pytest.raises(R.OnnxRouteError, match="dotted module name"):
+        R.matmul_node_name("")
 
 
 def test_blockwise_variant_explains_a_graph_without_ffn(exported, tmp_path, monkeypatch):
@@ -296,23 +328,22 @@ def test_blockwise_variant_explains_a_graph_without_ffn(exported, tmp_path, monk
         R.quantize_blockwise_variant(exported, tmp_path / "x.onnx", layers="ffn")
 
 
-def test_calibration_reader_yields_feeds_and_rewinds(course_tokenizer):
-    from onnxruntime.quantization import CalibrationDataReader
+class ListReader:
+    """A minimal CalibrationDataReader, as notebook 04 writes one: tokenized sentences in batches, rewindable."""
 
-    reader = R.CalibrationReader(course_tokenizer, TEXTS[:5], MAX_LEN, batch_size=2)
-    assert isinstance(reader, CalibrationDataReader)
-    assert len(reader) == 3
-    batches = [reader.get_next() for _ in range(3)]
-    assert reader.get_next() is None
-    assert [b["input_ids"].shape for b in batches] == [(2, MAX_LEN), (2, MAX_LEN), (1, MAX_LEN)]
-    assert all(set(b) == set(R.INPUT_NAMES) and all(a.dtype == np.int64 for a in b.values()) for b in batches)
-    expected = course_tokenizer(TEXTS[:2], padding="max_length", max_length=MAX_LEN, truncation=True)["input_ids"]
-    assert batches[0]["input_ids"].tolist() == expected
-    reader.rewind()
-    assert reader.get_next()["input_ids"].tolist() == expected
-    assert len(list(reader)) == 3  # iterating rewinds first
-    with pytest.raises(R.OnnxRouteError, match="at least one sentence"):
-        R.CalibrationReader(course_tokenizer, [], MAX_LEN)
+    def __init__(self, tokenizer, texts, batch_size=3):
+        enc = tokenizer(texts, padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="np")
+        self.batches = [{n: enc[n][i:i + batch_size].astype(np.int64) for n in R.INPUT_NAMES}
+                        for i in range(0, len(texts), batch_size)]
+        self.rewinds = 0
+        self.rewind()
+
+    def get_next(self):
+        return next(self.position, None)
+
+    def rewind(self):
+        self.rewinds += 1
+        self.position = iter(self.batches)
 
 
 def test_static_quantization_qdq(exported, tmp_path, course_tokenizer, monkeypatch):
@@ -322,10 +353,24 @@ def test_static_quantization_qdq(exported, tmp_path, course_tokenizer, monkeypat
     pre = R.preprocess(exported, tmp_path / "pre.onnx")
     assert R.artifact_meta(pre)["symbolic_shape"] is False  # the unfused graph needs the fallback
     assert list(work.iterdir()) == []  # ORT's dump of the failed symbolic shape inference went elsewhere
-    reader = R.CalibrationReader(course_tokenizer, TEXTS, MAX_LEN, batch_size=3)
-    out = R.quantize_static_variant(pre, tmp_path / "static.onnx", reader, method="MinMax", quant_format="QDQ")
+    reader = ListReader(course_tokenizer, TEXTS)
+    reader.get_next()  # a half-read reader is rewound before calibrating
+    out = R.quantize_static_variant(pre, tmp_path / "static.onnx", reader, method="MinMax", quant_format="QDQ",
+                                    reuse_key="minmax")
+    assert reader.rewinds == 2
     ops = R.graph_summary(out)["ops"]
     assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
+    weights = {r["used by"] for r in R.initializers(out) if r["dtype"] == "int8"}
+    assert weights == {"MatMul (via DequantizeLinear)"}  # the int8 weights feed MatMuls through DequantizeLinear
+    before = out.stat().st_mtime_ns
+    assert R.quantize_static_variant(pre, out, reader, reuse_key="minmax") == out
+    assert out.stat().st_mtime_ns == before  # same source, settings and key: reused
+    ffn = R.matmul_nodes(pre, R.is_ffn_matmul)
+    assert len(ffn) == 4  # two layers, two feed-forward MatMuls each
+    kept = R.quantize_static_variant(pre, tmp_path / "static-keep.onnx", reader, nodes_to_exclude=ffn)
+    float_matmuls = set(R.matmul_nodes(kept))
+    assert set(ffn) <= float_matmuls  # excluded nodes read float weights (no DequantizeLinear in front)
+    assert R.artifact_meta(kept)["exclude"] == sorted(ffn)
     fp32 = R.run_logits(R.make_session(pre, threads=1), course_tokenizer, TEXTS, MAX_LEN)
     int8 = R.run_logits(R.make_session(out, threads=1), course_tokenizer, TEXTS, MAX_LEN)
     assert measure.max_abs_diff(fp32, int8) < 0.25 * fp32.abs().max().item()
@@ -333,6 +378,8 @@ def test_static_quantization_qdq(exported, tmp_path, course_tokenizer, monkeypat
         R.quantize_static_variant(pre, tmp_path / "s2.onnx", reader, method="Average")
     with pytest.raises(R.OnnxRouteError, match="quant_format must be"):
         R.quantize_static_variant(pre, tmp_path / "s3.onnx", reader, quant_format="QLinear")
+    with pytest.raises(R.OnnxRouteError, match="CalibrationDataReader"):
+        R.quantize_static_variant(pre, tmp_path / "s4.onnx", TEXTS)
 
 
 def test_best_int8_builds_the_recommended_recipe_once(tiny_model, course_tokenizer, tmp_path):
@@ -360,3 +407,32 @@ def test_optimizer_explains_unfused_attention_of_dynamo_export(tiny_model, cours
     out, stats = R.optimize_bert(path, tmp_path / "dyn.opt.onnx", num_heads=4, hidden_size=32)
     assert stats["Attention"] == 0
     assert R.attention_fusion_misses(out) == {"fuse_attention: failed to match mask path": 2}
+
+
+def test_initializers_find_the_word_embeddings(exported, preprocessed, tiny_model):
+    vocab, hidden = tiny_model.config.vocab_size, tiny_model.config.hidden_size
+    for path, reader in [(exported, "Gather"), (preprocessed, "EmbedLayerNormalization")]:
+        rows = R.initializers(path)
+        largest = rows[0]
+        assert (largest["used by"], largest["dtype"], largest["shape"]) == (reader, "float32", (vocab, hidden))
+        assert largest["bytes"] == vocab * hidden * 4
+        assert [r["bytes"] for r in rows] == sorted((r["bytes"] for r in rows), reverse=True)
+        assert sum(r["bytes"] for r in rows) <= measure.size_on_disk(path)
+        assert sum(r["bytes"] for r in rows) > 0.9 * measure.size_on_disk(path)  # weights are most of the file
+
+
+def test_a_source_without_sidecar_is_keyed_by_its_content(exported, preprocessed, tmp_path):
+    import shutil
+
+    source = tmp_path / "mine.onnx"  # written by the learner's own call: no sidecar
+    shutil.copy(preprocessed, source)
+    out = R.quantize_dynamic_variant(source, tmp_path / "q.onnx")
+    meta = R.artifact_meta(out)["source"]
+    assert meta["file"] == "mine.onnx" and len(meta["sha256"]) == 64
+    before = out.stat().st_mtime_ns
+    assert R.quantize_dynamic_variant(source, tmp_path / "q.onnx") == out
+    assert out.stat().st_mtime_ns == before  # same bytes: reused
+    shutil.copy(exported, source)  # a different graph under the same name
+    R.quantize_dynamic_variant(source, tmp_path / "q.onnx")
+    assert R.artifact_meta(out)["source"]["sha256"] != meta["sha256"]  # rebuilt from the new source
+    assert "QAttention" not in R.graph_summary(out)["ops"]  # the unfused export has no fused attention

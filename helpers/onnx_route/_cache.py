@@ -4,6 +4,8 @@
   two runs at once never read a half-written model.
 - Every file has a JSON sidecar ``<file>.json`` holding the settings it was written with (``artifact_meta``); a step
   reuses a file only when the sidecar matches its settings exactly (``reusable``).
+- A derived file records its source's settings (``source_meta``), or the source's content hash when the source has
+  no sidecar, so it is rebuilt whenever its source changed.
 - ``require_onnx`` is the one check each step runs on its input file before onnx or onnxruntime read it.
 """
 
@@ -20,7 +22,7 @@ from pathlib import Path
 import torch
 
 from .. import measure
-from ..paths import atomic_write
+from ..paths import atomic_write, sha256_file
 
 
 class OnnxRouteError(ValueError):
@@ -90,9 +92,18 @@ def write_meta(path: Path, meta: dict) -> None:
         tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
 
 
-def source_meta(path: Path) -> dict | str:
-    """What a derived file records as its source: the source's own settings, or its path if it has none."""
-    return artifact_meta(path) or str(path)
+def source_meta(path: Path) -> dict:
+    """What a derived file records as its source: the source's own settings (its sidecar) or, for a file written
+    without a sidecar (by a notebook's own ``torch.onnx.export`` or ``quantize_*`` call), its name and the sha256 of
+    its bytes, so a derived file is rebuilt whenever its source changed."""
+    meta = artifact_meta(path)
+    if meta is not None:
+        return meta
+    digest = hashlib.sha256()
+    for part in measure.onnx_files(path):
+        digest.update(part.name.encode())
+        digest.update(sha256_file(part).encode())
+    return {"file": Path(path).name, "sha256": digest.hexdigest()}
 
 
 def reusable(path: Path, meta: dict) -> bool:

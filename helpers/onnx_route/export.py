@@ -1,4 +1,4 @@
-"""Step 1 of the ONNX route: export a transformers sequence classifier to ONNX, and look inside the file.
+"""The ONNX route's first step: export a transformers sequence classifier to ONNX, and look inside the file.
 
 Why the TorchScript exporter by default: ONNX Runtime's transformer optimizer fuses BERT attention into its
 ``Attention`` operator (where ORT's CPU speed on BERT comes from) by matching the graph the TorchScript exporter
@@ -164,3 +164,36 @@ def consumers_of_first(path: str | os.PathLike, op_type: str = "Softmax") -> lis
     if first is None:
         raise OnnxRouteError(f"{path} has no {op_type} node")
     return [n.op_type for n in graph.node if any(o in n.input for o in first.output)]
+
+
+def initializers(path: str | os.PathLike) -> list[dict]:
+    """Every weight (initializer) of an ONNX file, largest first: ``name``, ``used by`` (the operator that reads
+    it; through a ``DequantizeLinear``, the operator after it, as ``"MatMul (via DequantizeLinear)"``), ``dtype``,
+    ``shape`` and ``bytes``. Where a model's megabytes are: sum ``bytes`` by ``used by`` or ``dtype``."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(require_onnx(path)))
+    readers: dict[str, list] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+
+    def used_by(name: str) -> str:
+        nodes = readers.get(name, [])
+        if not nodes:
+            return "(unused)"
+        node = nodes[0]
+        if node.op_type == "DequantizeLinear" and readers.get(node.output[0]):
+            return f"{readers[node.output[0]][0].op_type} (via DequantizeLinear)"
+        return node.op_type
+
+    rows = []
+    for init in model.graph.initializer:
+        dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+        count = 1
+        for d in init.dims:
+            count *= d
+        rows.append({"name": init.name, "used by": used_by(init.name), "dtype": dtype.name,
+                     "shape": tuple(init.dims), "bytes": count * dtype.itemsize})
+    return sorted(rows, key=lambda r: -r["bytes"])

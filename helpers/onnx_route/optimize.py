@@ -1,4 +1,4 @@
-"""Step 3 of the ONNX route: ONNX Runtime's transformer optimizer, and what it fused (or why it did not)."""
+"""The ONNX route's graph optimization: ONNX Runtime's transformer optimizer, and what it fused (or why it did not)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,12 @@
-"""Steps 4-6 of the ONNX route: pre-process for quantization, then quantize with ONNX Runtime.
+"""The ONNX route's quantization: pre-process for quantization, then quantize with ONNX Runtime.
 
 - ``preprocess``: ``quant_pre_process`` (shape inference and graph clean-up before quantization);
 - ``quantize_dynamic_variant``: ``quantize_dynamic``, one activation scale per batch, computed at run time;
 - ``quantize_blockwise_variant``: ``quantize_dynamic`` plus ``MatMulNBitsQuantizer`` (8-bit, one scale per block of
   input features) on the chosen ``MatMul`` nodes;
-- ``quantize_static_variant`` with ``CalibrationReader``: ``quantize_static``, activation ranges from calibration data.
+- ``quantize_static_variant``: ``quantize_static``, activation ranges from calibration data (a
+  ``CalibrationDataReader`` the caller writes, as notebook 04 does);
+- ``matmul_nodes`` and ``matmul_node_name``: the ``MatMul`` node names to include or exclude.
 
 Each writes its file atomically with a settings sidecar, and reuses a file written with the same settings.
 """
@@ -17,19 +19,16 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Sequence
+import re
+from typing import Callable, Sequence
 
-import numpy as np
-
-from .. import finetune
 from ._cache import OnnxRouteError, artifact_meta, require_onnx, reusable, source_meta, staged, write_meta
-from .export import model_input_names
 
 
 @contextlib.contextmanager
 def _quiet_quantizer():
     """The quantizer logs a pre-processing reminder and per-node notes at WARNING/INFO through the root logger;
-    keep them out of notebook output (we do pre-process, in step 4)."""
+    keep them out of notebook output (the route pre-processes first, with ``preprocess``)."""
     root = logging.getLogger()
     before = root.level
     root.setLevel(logging.ERROR)
@@ -148,7 +147,32 @@ def _matmul_nbits_quantizer():
 def is_ffn_matmul(node_name: str) -> bool:
     """True for the feed-forward ``MatMul`` nodes of a BERT export (``.../layer.N/intermediate/dense/MatMul`` and
     ``.../layer.N/output/dense/MatMul``), false for the attention output projection and everything else."""
-    return "/intermediate/dense/" in node_name or ("/output/dense/" in node_name and "/attention/" not in node_name)
+    return "/intermediate/dense/" in node_name or is_ffn_output_matmul(node_name)
+
+
+def is_ffn_output_matmul(node_name: str) -> bool:
+    """True for the second feed-forward ``MatMul`` of a layer (``.../layer.N/output/dense/MatMul``), the one that
+    reads the GELU output, whose inputs have the widest range in BERT models."""
+    return "/output/dense/" in node_name and "/attention/" not in node_name
+
+
+def matmul_node_name(module_name: str, wrapper: str = "model") -> str:
+    """The ONNX node name the TorchScript exporter gives the ``MatMul`` of a PyTorch ``nn.Linear``, e.g.
+    ``bert.encoder.layer.0.output.dense`` -> ``/model/bert/encoder/layer.0/output/dense/MatMul`` (``wrapper``: the
+    attribute holding the classifier in the exported module). Numbered children keep their dot (``layer.0``)."""
+    if not module_name or module_name.startswith(".") or module_name.endswith("."):
+        raise OnnxRouteError(f"expected a dotted module name such as 'bert.encoder.layer.0.output.dense', got "
+                             f"{module_name!r}")
+    return f"/{wrapper}/" + re.sub(r"\.(?!\d+(?:\.|$))", "/", module_name) + "/MatMul"
+
+
+def matmul_nodes(path: str | os.PathLike, select: Callable[[str], bool] | None = None) -> list[str]:
+    """The names of the ``MatMul`` nodes of an ONNX file whose name passes ``select`` (all of them if None), in
+    graph order: what ``nodes_to_exclude`` and ``nodes_to_include`` take."""
+    import onnx
+
+    graph = onnx.load(str(require_onnx(path)), load_external_data=False).graph
+    return [n.name for n in graph.node if n.op_type == "MatMul" and (select is None or select(n.name))]
 
 
 def quantize_blockwise_variant(path: str | os.PathLike, out_path: str | os.PathLike, layers: str = "all",
@@ -165,7 +189,6 @@ def quantize_blockwise_variant(path: str | os.PathLike, out_path: str | os.PathL
        do not depend on the other sentences in its batch, and an outlier feature only coarsens its own block,
        where ``quantize_dynamic`` uses one activation scale for the whole batch.
     """
-    import onnx
     from onnxruntime.quantization import quantize_dynamic
 
     path, out_path = require_onnx(path), Path(out_path)
@@ -177,8 +200,7 @@ def quantize_blockwise_variant(path: str | os.PathLike, out_path: str | os.PathL
             "block_size": block_size, "bits": 8, "accuracy_level": 4}
     if reuse and reusable(out_path, meta):
         return out_path
-    matmuls = [n.name for n in onnx.load(str(path), load_external_data=False).graph.node if n.op_type == "MatMul"]
-    chosen = matmuls if layers == "all" else [n for n in matmuls if is_ffn_matmul(n)]
+    chosen = matmul_nodes(path, None if layers == "all" else is_ffn_matmul)
     if not chosen:
         raise OnnxRouteError(f"{path} has no {'MatMul' if layers == 'all' else 'feed-forward MatMul'} nodes to "
                              "quantize block-wise; pass the pre-processed optimized graph (onnx_route.prepare)")
@@ -198,68 +220,20 @@ def quantize_blockwise_variant(path: str | os.PathLike, out_path: str | os.PathL
 
 # --- 6. static quantization -------------------------------------------------------------------------------------
 
-class CalibrationReader:
-    """A ``CalibrationDataReader`` for ``quantize_static``: training sentences, tokenized once, fed in batches.
-
-    ``get_next()`` returns one feed dict (``{input name: int64 array [batch, max_len]}``) per call and ``None`` when
-    the sentences run out; ``rewind()`` starts again (ORT calls it between calibration passes). Iterating it
-    rewinds first and yields every batch. ORT's ``CalibrationDataReader`` recognises any class with a ``get_next``
-    method as a subclass (``isinstance`` holds), so this one needs no onnxruntime import until it is used.
-    """
-
-    def __init__(self, tokenizer, texts: Sequence[str], max_len: int, batch_size: int = 16,
-                 input_names: Sequence[str] | None = None):
-        texts = list(texts)
-        if not texts:
-            raise OnnxRouteError("the calibration reader needs at least one sentence")
-        if batch_size < 1:
-            raise OnnxRouteError(f"batch_size must be >= 1, got {batch_size}")
-        names = tuple(input_names or model_input_names(tokenizer))
-        enc = finetune.encode(tokenizer, texts, max_len, return_tensors="np")
-        missing = [n for n in names if n not in enc]
-        if missing:
-            raise OnnxRouteError(f"the tokenizer does not make inputs {missing}")
-        self.input_names = names
-        self.batch_size = batch_size
-        self.n_sentences = len(texts)
-        self._arrays = {n: np.asarray(enc[n], dtype=np.int64) for n in names}
-        self._pos = 0
-
-    def __len__(self) -> int:
-        """Number of batches in one pass."""
-        return (self.n_sentences + self.batch_size - 1) // self.batch_size
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._pos >= self.n_sentences:
-            return None
-        sl = slice(self._pos, self._pos + self.batch_size)
-        self._pos += self.batch_size
-        return {n: a[sl] for n, a in self._arrays.items()}
-
-    def rewind(self) -> None:
-        self._pos = 0
-
-    def __iter__(self):
-        self.rewind()
-        return self
-
-    def __next__(self) -> dict[str, np.ndarray]:
-        batch = self.get_next()
-        if batch is None:
-            raise StopIteration
-        return batch
-
-
 CALIBRATION_METHODS = ("MinMax", "Entropy", "Percentile", "Distribution")
 
 
-def quantize_static_variant(path: str | os.PathLike, out_path: str | os.PathLike, reader: CalibrationReader,
+def quantize_static_variant(path: str | os.PathLike, out_path: str | os.PathLike, reader,
                             method: str = "MinMax", quant_format: str = "QDQ", per_channel: bool = True,
                             weight_type: str = "QInt8", activation_type: str = "QUInt8", reduce_range: bool = False,
-                            op_types: Sequence[str] | None = ("MatMul",), reuse_key: str | None = None,
-                            extra_options: dict | None = None) -> Path:
+                            op_types: Sequence[str] | None = ("MatMul",), nodes_to_exclude: Sequence[str] = (),
+                            reuse_key: str | None = None, extra_options: dict | None = None) -> Path:
     """``onnxruntime.quantization.quantize_static``: activation ranges fixed ahead of time from ``reader``'s
     calibration batches, weights and activations both int8. Saved at ``out_path``.
+
+    - ``reader``: an ``onnxruntime.quantization.CalibrationDataReader`` (notebook 04 writes one): ``get_next()``
+      returns one feed dict per call and ``None`` at the end. If it has ``rewind()``, it is rewound first, so one
+      reader serves several calls.
 
     - ``method``: how a range is read from the calibration activations, one of ``CALIBRATION_METHODS``
       (``MinMax``: the extremes; ``Entropy``: the range minimizing KL divergence; ``Percentile``: clip at the
@@ -267,6 +241,8 @@ def quantize_static_variant(path: str | os.PathLike, out_path: str | os.PathLike
     - ``quant_format``: ``"QDQ"`` (QuantizeLinear/DequantizeLinear pairs around float ops; ORT fuses them into
       int8 kernels) or ``"QOperator"`` (dedicated ``QLinearMatMul``-style operators).
     - ``op_types``: operators to quantize; ``("MatMul",)`` by default (the linear layers, where the weights are).
+    - ``nodes_to_exclude``: node names left in float (``matmul_nodes`` lists them), e.g. the layers whose inputs
+      have the widest range.
     - ``reuse_key``: if given (for example ``f"{method}-{n_sentences}"``), an existing ``out_path`` written with the
       same key and settings is reused instead of calibrating again.
     """
@@ -280,14 +256,19 @@ def quantize_static_variant(path: str | os.PathLike, out_path: str | os.PathLike
     meta = {"kind": "static", "source": source_meta(path), "method": method,
             "format": quant_format, "per_channel": per_channel, "weight_type": weight_type,
             "activation_type": activation_type, "reduce_range": reduce_range, "op_types": list(op_types or []),
-            "extra": extra_options or {}, "key": reuse_key}
+            "exclude": sorted(nodes_to_exclude), "extra": extra_options or {}, "key": reuse_key}
+    if not callable(getattr(reader, "get_next", None)):
+        raise OnnxRouteError(f"reader must be a CalibrationDataReader (an object with get_next()), got "
+                             f"{type(reader).__name__}")
     if reuse_key is not None and reusable(out_path, meta):
         return out_path
-    reader.rewind()
+    if callable(getattr(reader, "rewind", None)):
+        reader.rewind()
     # the histogram calibrators print progress with print(); keep it out of notebook output
     with staged(out_path) as tmp, _quiet_quantizer(), contextlib.redirect_stdout(io.StringIO()):
         quantize_static(str(path), str(tmp), reader, quant_format=getattr(QuantFormat, quant_format),
                         op_types_to_quantize=list(op_types) if op_types else None, per_channel=per_channel,
+                        nodes_to_exclude=list(nodes_to_exclude),
                         reduce_range=reduce_range, activation_type=_quant_type(activation_type),
                         weight_type=_quant_type(weight_type), calibrate_method=getattr(CalibrationMethod, method),
                         extra_options=extra_options)

@@ -1,9 +1,11 @@
-"""Step 7 of the ONNX route: ONNX Runtime sessions with explicit ``SessionOptions``, and what they are measured by.
+"""The ONNX route's last step: ONNX Runtime sessions with explicit ``SessionOptions``, and what they are measured by.
 
 - ``make_session``: an ``onnxruntime.InferenceSession`` on the CPU with every option that matters set explicitly;
-- ``run_logits`` / ``evaluate`` / ``check_equivalence``: logits, accuracy and agreement with fp32 or PyTorch;
+- ``forward``: ``session.run`` as the forward function ``helpers.evaluation`` scores;
+- ``run_logits`` / ``score`` / ``check_equivalence``: logits, the evaluation protocol's comparison with fp32, and
+  agreement with PyTorch;
 - ``session_latency``: one ``session.run`` timed by ``helpers.measure.latency``;
-- ``score_variant``: build one quantized variant, then score it into a table row (notebook 04's comparison tables).
+- ``score_variant``: build one quantized variant, then score it into a table row (notebook 04's sweeps).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import finetune, measure
+from .. import evaluation, finetune, measure
 from ._cache import OnnxRouteError, require_onnx
 from .export import OUTPUT_NAMES, graph_summary
 
@@ -78,33 +80,41 @@ def make_feeds(session, tokenizer, texts: Sequence[str], max_len: int) -> dict[s
     return {n: np.asarray(enc[n], dtype=np.int64) for n in wanted}
 
 
-def run_logits(session, tokenizer, texts: Sequence[str], max_len: int, batch_size: int = 64,
-               progress: bool = False) -> torch.Tensor:
-    """Logits of ``texts`` from an ORT session, batch by batch, as an ``[n, num_labels]`` float tensor
-    (the ONNX twin of ``finetune.predict_logits``)."""
-    from tqdm.auto import tqdm
+def forward(session) -> Callable[[dict], np.ndarray]:
+    """``session.run(["logits"], feeds)`` as a function of the tokenizer's tensors: the form
+    ``helpers.evaluation.predict_logits`` and ``evaluate`` take. Inputs the session does not declare are dropped."""
+    names = [i.name for i in session.get_inputs()]
 
+    def run(batch: dict) -> np.ndarray:
+        missing = [n for n in names if n not in batch]
+        if missing:
+            raise OnnxRouteError(f"the model wants inputs {missing} that the tokenizer did not make ({list(batch)})")
+        feeds = {n: np.asarray(batch[n], dtype=np.int64) for n in names}
+        return session.run(list(OUTPUT_NAMES), feeds)[0]
+
+    return run
+
+
+def run_logits(session, tokenizer, texts: Sequence[str], max_len: int,
+               batch_size: int = evaluation.EVAL_BATCH_SIZE, progress: bool = False) -> torch.Tensor:
+    """Logits of ``texts`` from an ORT session as an ``[n, num_labels]`` float tensor, in batches of
+    ``batch_size`` padded to ``max_len`` (``helpers.evaluation.predict_logits`` with ``forward(session)``)."""
     if batch_size < 1:
         raise OnnxRouteError(f"batch_size must be >= 1, got {batch_size}")
-    texts = list(texts)
-    if not texts:
+    if not list(texts):
         raise OnnxRouteError("no texts to run")
-    out = []
-    for i in tqdm(range(0, len(texts), batch_size), desc="ORT predict", disable=not progress, leave=False):
-        (logits,) = session.run(list(OUTPUT_NAMES), make_feeds(session, tokenizer, texts[i:i + batch_size], max_len))
-        out.append(torch.from_numpy(np.asarray(logits, dtype=np.float32)))
-    return torch.cat(out)
+    return evaluation.predict_logits(forward(session), tokenizer, texts, max_len, batch_size, progress)
 
 
-def evaluate(session, tokenizer, split, max_len: int, batch_size: int = 64, reference_predictions=None,
-             progress: bool = False) -> dict:
-    """Accuracy (and agreement with ``reference_predictions``, e.g. fp32's) of a session on a ``data.Split``."""
-    logits = run_logits(session, tokenizer, split.texts, max_len, batch_size, progress)
-    preds = logits.argmax(dim=1)
-    out = {"accuracy": measure.accuracy(preds, split.labels), "predictions": preds, "logits": logits}
-    if reference_predictions is not None:
-        out["agreement"] = measure.agreement(preds, reference_predictions)
-    return out
+def score(session_or_path, reference_logits: torch.Tensor, tokenizer, split, max_len: int,
+          threads: int | None = None) -> evaluation.Comparison:
+    """A session (or an ``.onnx`` file, opened with ``make_session``) scored on a whole ``data.Split`` against
+    fp32's logits on it, the protocol's way (``helpers.evaluation.evaluate``: batch ``EVAL_BATCH_SIZE`` padded to
+    ``max_len``, agreement with its interval, accuracy and McNemar)."""
+    session = session_or_path
+    if isinstance(session_or_path, (str, os.PathLike)):
+        session = make_session(session_or_path, threads=threads)
+    return evaluation.evaluate(forward(session), reference_logits, tokenizer, split, max_len)
 
 
 def check_equivalence(model: torch.nn.Module, session, tokenizer, texts: Sequence[str], max_len: int,
@@ -132,20 +142,23 @@ def session_latency(session, tokenizer, texts: Sequence[str], max_len: int, batc
 
 
 def score_variant(label: str, build: Callable[[], str | os.PathLike], tokenizer, split, max_len: int,
-                  reference_predictions, fp32_bytes: int, ops: Sequence[str] = (), **details) -> tuple[Path, dict]:
-    """Build one quantized variant and score it: the loop body of notebook 04's comparison tables.
+                  reference_logits: torch.Tensor, fp32_bytes: int, ops: Sequence[str] = (),
+                  **details) -> tuple[Path, evaluation.Comparison, dict]:
+    """Build one quantized variant and score it: the loop body of notebook 04's sweeps.
 
     ``build()`` runs one of the ``quantize_*_variant`` calls and returns the ``.onnx`` path; it is timed (a file
-    reused from the cache builds in milliseconds). The model is then scored on ``split`` with ``evaluate``. Returns
-    ``(path, row)``, the row holding ``variant`` (= ``label``), the ``details`` given, ``size MB``, ``x fp32 size``
-    (against ``fp32_bytes``), the count of each operator type in ``ops``, ``accuracy``, ``agreement`` with
-    ``reference_predictions`` and ``build s``."""
+    reused from the cache builds in milliseconds). The model is then scored on ``split`` with ``score`` against
+    ``reference_logits`` (fp32's on the same split). Returns ``(path, comparison, row)``, the row holding
+    ``variant`` (= ``label``), the ``details`` given, ``size MB``, ``x fp32 size`` (against ``fp32_bytes``), the
+    count of each operator type in ``ops``, ``agreement`` with its 95% interval, ``flips`` and ``build s``."""
     start = time.perf_counter()
     path = Path(build())
     built = time.perf_counter() - start
-    scores = evaluate(make_session(path), tokenizer, split, max_len, reference_predictions=reference_predictions)
+    comparison = score(path, reference_logits, tokenizer, split, max_len)
     size = measure.size_on_disk(path)
     counted = graph_summary(path)["ops"] if ops else {}
-    return path, {"variant": label, **details, "size MB": measure.mb(size), "x fp32 size": size / fp32_bytes,
-                  **{op: counted.get(op, 0) for op in ops}, "accuracy": scores["accuracy"],
-                  "agreement": scores["agreement"], "build s": built}
+    agreement = comparison.row()
+    row = {"variant": label, **details, "size MB": measure.mb(size), "x fp32 size": size / fp32_bytes,
+           **{op: counted.get(op, 0) for op in ops}, "agreement": comparison.agreement,
+           "agreement 95% CI": agreement["agreement 95% CI"], "flips": agreement["flips"], "build s": built}
+    return path, comparison, row

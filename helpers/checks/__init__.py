@@ -12,6 +12,7 @@ from .notebook01 import (check_per_channel_scales, sqnr_by_ratio, check_clip_rat
 from .notebook02 import (ENGINE_CASES_02, NO_ENGINE_CASES_02, check_engine_picker, layer_choice_02,
     check_layer_choice, check_int8_size_prediction)
 from .notebook03 import (check_qconfig_spec, check_size_prediction)
+from .notebook04 import (check_static_int8, check_onnx_size_prediction)
 from .notebook05 import (write_code_running_checkpoint, check_repaired_load, check_safetensors_size,
     check_weight_scale)
 
@@ -19,4 +20,5 @@ __all__ = ['STRICT_ENV_VAR', 'outcomes', 'ExerciseNotSolved', 'strict', 'report'
            'check_true', 'check_per_channel_scales', 'sqnr_by_ratio', 'check_clip_ratio_choice', 'ENGINE_CASES_02',
            'NO_ENGINE_CASES_02', 'check_engine_picker', 'layer_choice_02', 'check_layer_choice',
            'check_int8_size_prediction', 'check_qconfig_spec', 'check_size_prediction',
+           'check_static_int8', 'check_onnx_size_prediction',
            'write_code_running_checkpoint', 'check_repaired_load', 'check_safetensors_size', 'check_weight_scale']

@@ -18,3 +18,17 @@ def test_keep_committable_drops_the_injected_cell_and_machine_paths(tmp_path):
     assert out.metadata["papermill"]["parameters"] == {"SMOKE": False}
     assert out.metadata["papermill"]["input_path"] == "01_x.ipynb" == out.metadata["papermill"]["output_path"]
     assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_every_run_records_its_mode_in_the_parameters(tmp_path, monkeypatch):
+    """An in-place smoke run after a full one must not leave ``SMOKE: False`` in the committed metadata."""
+    import papermill
+
+    seen = []
+    monkeypatch.setattr(papermill, "execute_notebook", lambda src, dst, parameters, **kw: seen.append(parameters))
+    monkeypatch.setattr(run, "keep_committable", lambda path: None)
+    notebook = tmp_path / "01_x.ipynb"
+    for full in (True, False):
+        run.execute(notebook, tmp_path, full=full, kernel=None)
+        run.execute(notebook, tmp_path / "build", full=full, kernel=None)
+    assert seen == [{"SMOKE": False}] * 2 + [{"SMOKE": True}] * 2

@@ -22,14 +22,14 @@ from . import report
 def execute(notebook: Path, out_dir: Path, full: bool, kernel: str | None) -> float:
     """Run one notebook with papermill into ``out_dir``.
 
-    In place (``out_dir`` is the notebook's own folder) the committed notebook keeps its own parameters cell
-    (``SMOKE = True``, so CI and a learner's first run are quick): with ``full`` the run injects ``SMOKE = False``,
-    and ``keep_committable`` then drops papermill's injected cell again while its metadata keeps saying which
-    parameters produced the outputs."""
+    The run always injects ``SMOKE`` (``not full``), so papermill's metadata says which mode produced the outputs,
+    also when an in-place smoke run follows a full one. In place (``out_dir`` is the notebook's own folder)
+    ``keep_committable`` then drops the injected cell again: the committed notebook keeps its own parameters cell
+    (``SMOKE = True``, so CI and a learner's first run are quick)."""
     import papermill
 
     in_place = out_dir.resolve() == notebook.parent.resolve()
-    parameters = {} if in_place and not full else {"SMOKE": not full}
+    parameters = {"SMOKE": not full}
     start = time.perf_counter()
     papermill.execute_notebook(str(notebook), str(out_dir / notebook.name), parameters=parameters,
                                kernel_name=kernel, cwd=str(notebook.parent), progress_bar=False)

@@ -293,6 +293,14 @@ class CompiledClassifier:
         return logits[:rows].float()
 
 
+def static_scorer(program, example: dict | Sequence[torch.Tensor]) -> CompiledClassifier:
+    """``program`` (a converted GraphModule, or ``torch.compile`` of one, exported at ``example``'s static shape)
+    as ``fn(batch) -> logits`` for ``helpers.evaluation``: a ``CompiledClassifier`` for ``example``'s (batch, seq),
+    so a short last batch is padded to the exported batch size instead of failing the export's shape guard."""
+    input_ids, _ = positional(example)
+    return CompiledClassifier(program, *input_ids.shape)
+
+
 def compile_static(converted: torch.fx.GraphModule, example: dict | Sequence[torch.Tensor],
                    dynamic_shapes: bool = False) -> CompiledClassifier:
     """``torch.compile(converted)`` under ``inductor_freezing()`` and ``torch.no_grad()``, compiled right away by

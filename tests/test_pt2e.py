@@ -185,6 +185,17 @@ def test_static_shape_program_pads_rows_and_guards_shapes():
             program((torch.zeros(shape, dtype=torch.long), torch.ones(shape, dtype=torch.long)))
 
 
+def test_converted_graph_scores_a_short_last_batch(converted, batches):
+    scorer = pt2e.static_scorer(converted, batches[0])
+    assert scorer.shape == tuple(batches[0]["input_ids"].shape)
+    short = {k: v[:3] for k, v in batches[1].items()}
+    with pytest.raises(AssertionError):  # the exported program guards its batch size
+        converted(*pt2e.positional(short))
+    with torch.no_grad():
+        full = converted(*pt2e.positional(batches[1]))
+    assert torch.allclose(scorer(short), full[:3], atol=1e-5)  # static scales: the padding rows change nothing
+
+
 def test_inductor_freezing_is_set_inside_and_restored():
     import torch._inductor.config as inductor_config
 

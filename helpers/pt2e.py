@@ -34,6 +34,7 @@ import copy
 import dataclasses
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -339,7 +340,11 @@ def program_bytes(converted: torch.fx.GraphModule, example: dict | Sequence[torc
     ``drop_unused_weights`` on a copy): what you would ship. It holds the int8 weights of the quantized layers with their per-channel fp32 scales, and
     everything the quantizer left in fp32: the embedding tables (about half of MiniLM), LayerNorms, biases and
     any layer kept in fp32."""
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # deep-copying a GraphModule goes through torch's pytree specs, which warn about their own deprecated
+        # ``LeafSpec`` check (a FutureWarning that prints the interpreter's path); nothing the caller can change
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning)
         path = Path(tmp) / "model.pt2"
         lean = copy.deepcopy(converted)
         drop_unused_weights(lean)

@@ -59,3 +59,15 @@ def check_true(name: str, condition, hint: str, success: str = "") -> None:
     if _unanswered(condition):
         return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
     return report(name, bool(condition), hint, success)
+
+
+def number_answer(name: str, answer, missing_hint: str) -> float | None:
+    """The learner's answer as a float, or None after the hint for "no answer yet" or "not a number"."""
+    if _unanswered(answer):
+        report(name, False, missing_hint)
+        return None
+    try:
+        return float(answer)
+    except (TypeError, ValueError):
+        report(name, False, f"expected a number of bytes, got {type(answer).__name__}.")
+        return None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import _unanswered, report
+from ._core import number_answer, _unanswered, report
 
 
 def _names_text(names, limit: int = 3) -> str:
@@ -62,12 +62,9 @@ def check_size_prediction(name: str, predicted_bytes, measured_bytes: int, fp32_
     scale and offset per embedding row, everything else fp32) against the measured ``measured_bytes``."""
     from torch import nn
 
-    if _unanswered(predicted_bytes):
-        return report(name, False, "no answer yet: replace the `...` with your prediction in bytes.")
-    try:
-        predicted = float(predicted_bytes)
-    except (TypeError, ValueError):
-        return report(name, False, f"expected a number of bytes, got {type(predicted_bytes).__name__}.")
+    predicted = number_answer(name, predicted_bytes, "no answer yet: replace the `...` with your prediction in bytes.")
+    if predicted is None:
+        return
     error = predicted / measured_bytes - 1
     if abs(error) <= rel:
         return report(name, True, "", success=f"{predicted / 1e6:.2f} MB predicted, {measured_bytes / 1e6:.2f} MB "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 
-from ._core import _unanswered, report
+from ._core import number_answer, _unanswered, report
 
 
 class _RunsShellCommand(str):
@@ -84,12 +84,10 @@ def check_safetensors_size(name: str, predicted_bytes, path, rel: float = 0.01) 
     """The predicted size of an int8 ``model.safetensors`` (torchao weights) must be within ``rel`` of the file's, or
     of its tensor bytes (the file without its JSON header)."""
     actual = os.path.getsize(path)
-    if _unanswered(predicted_bytes):
-        return report(name, False, "no answer yet: compute predicted_bytes from the fp32 model's parameters.")
-    try:
-        predicted = float(predicted_bytes)
-    except (TypeError, ValueError):
-        return report(name, False, f"expected a number of bytes, got {type(predicted_bytes).__name__}.")
+    predicted = number_answer(name, predicted_bytes,
+                              "no answer yet: compute predicted_bytes from the fp32 model's parameters.")
+    if predicted is None:
+        return
     tensors, header = _safetensors_tensors(path)
     numel = {k: math.prod(shape) for k, (_, shape) in tensors.items()}
     int8_weights = sum(n for k, n in numel.items() if k.endswith("_weight_qdata"))

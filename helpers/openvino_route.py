@@ -40,10 +40,9 @@ import torch
 from . import data as data_mod
 from . import finetune, measure
 from .engine import cpu_features
-from .openvino_cache import cached_model, entry_key, entry_meta, model_bytes, weights_fingerprint
-
-#: Re-exported from the cache module: a learner reaches every OpenVINO helper through this one.
-REEXPORTED = (cached_model, entry_key, entry_meta, model_bytes, weights_fingerprint)
+# Re-exported (the ``name as name`` form marks it for linters): every OpenVINO helper is reachable from this module.
+from .openvino_cache import (cached_model as cached_model, entry_key as entry_key, entry_meta as entry_meta,
+                             model_bytes as model_bytes, weights_fingerprint as weights_fingerprint)
 
 OPENVINO_PIN = "openvino==2026.4.1"
 NNCF_PIN = "nncf==3.4.0"

@@ -42,10 +42,10 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from .smoothquant import SmoothedLinear, ffn_output_layers, input_channel_absmax, smooth_ffn_output, smoothing_scale
-
-#: Re-exported from ``helpers.smoothquant``, so notebook 07 reaches the whole recipe through this module.
-REEXPORTED = (SmoothedLinear, ffn_output_layers, input_channel_absmax, smooth_ffn_output, smoothing_scale)
+# Re-exported (``name as name`` marks it for linters): notebook 07 reaches the SmoothQuant recipe here.
+from .smoothquant import (SmoothedLinear as SmoothedLinear, ffn_output_layers as ffn_output_layers,
+                          input_channel_absmax as input_channel_absmax, smooth_ffn_output as smooth_ffn_output,
+                          smoothing_scale as smoothing_scale)
 
 #: The two inputs the exported program takes, in order.
 INPUT_NAMES = ("input_ids", "attention_mask")

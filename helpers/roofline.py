@@ -44,9 +44,6 @@ from typing import Iterable, Mapping, NamedTuple
 
 from .peaks import DEFAULT_SHAPE, INT8_KERNELS, PEAK_KERNELS, Peak, measure_peak, measure_peaks, peaks_table
 
-#: Defined in ``helpers.peaks``; the roofline's users reach them here.
-REEXPORTED = (DEFAULT_SHAPE, INT8_KERNELS, PEAK_KERNELS, Peak, measure_peak, measure_peaks, peaks_table)
-
 #: Which peak each route precision (``helpers.routes.Route.precision``) is charged against, and why.
 ROUTE_PEAK_PRECISION = {
     "fp32": "fp32",

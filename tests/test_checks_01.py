@@ -153,3 +153,11 @@ def test_unanswered_choice(activation_sets, capsys, stub):
     val, test, lo, hi = activation_sets
     checks.check_clip_ratio_choice("ex3", stub, val, test, lo, hi, RATIOS, 4)
     assert "not yet. Hint: no answer yet" in verdict(capsys)
+
+
+def test_call_learner_turns_an_exception_into_a_hint():
+    from helpers.checks._core import call_learner
+
+    assert call_learner(lambda a, b: a + b, 2, 3) == (5, None)
+    got, error = call_learner(lambda w: w / 0, 1.0)
+    assert got is None and error == "ZeroDivisionError: float division by zero"

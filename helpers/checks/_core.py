@@ -24,6 +24,15 @@ def _unanswered(answer) -> bool:
     return answer is None or answer is Ellipsis
 
 
+def call_learner(fn, *args):
+    """``(fn(*args), None)``, or ``(None, "ExcType: message")`` when the learner's code raises: a checker turns the
+    second into a hint instead of a traceback."""
+    try:
+        return fn(*args), None
+    except Exception as err:  # the learner's code may raise anything; the hint names it
+        return None, f"{type(err).__name__}: {err}"
+
+
 def report(name: str, passed: bool, hint: str, success: str = "") -> None:
     """Print the verdict for exercise ``name`` and keep it in ``outcomes``; in strict mode a failure raises.
 

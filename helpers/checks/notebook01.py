@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import _unanswered, report
-
-
-def _call_01(fn, *args):
-    """``(fn(*args), None)``, or ``(None, "ExcType: message")`` when the learner's code raises."""
-    try:
-        return fn(*args), None
-    except Exception as err:  # the learner's code may raise anything; the hint names it
-        return None, f"{type(err).__name__}: {err}"
+from ._core import _unanswered, call_learner, report
 
 
 def _probe_weights_01():
@@ -38,7 +30,7 @@ def check_per_channel_scales(name: str, per_channel_scales, weights) -> None:
         return report(name, False, start + base)
     cases = [("the probe rows", _probe_weights_01())] + [(f"weights[{i}]", w.detach()) for i, w in enumerate(weights)]
     for label, w in cases:
-        got, error = _call_01(per_channel_scales, w)
+        got, error = call_learner(per_channel_scales, w)
         if error:
             return report(name, False, f"per_channel_scales({label}) raised {error}. " + base)
         if _unanswered(got):
@@ -122,7 +114,7 @@ def check_clip_ratio_choice(name: str, choose_clip_ratio, val_batches, test_batc
             "SQNR over the batches, and return the r with the highest mean.")
     if _unanswered(choose_clip_ratio):
         return report(name, False, start + base)
-    got, error = _call_01(choose_clip_ratio, val_batches, lo, hi, list(ratios), bits)
+    got, error = call_learner(choose_clip_ratio, val_batches, lo, hi, list(ratios), bits)
     if error:
         return report(name, False, f"choose_clip_ratio raised {error}. " + base[0].upper() + base[1:])
     if _unanswered(got):
@@ -144,7 +136,7 @@ def check_clip_ratio_choice(name: str, choose_clip_ratio, val_batches, test_batc
         batches = _probe_batches_01(kind)
         b_lo, b_hi = min(b.min().item() for b in batches), max(b.max().item() for b in batches)
         probe = sqnr_by_ratio(batches, b_lo, b_hi, ratios, bits)
-        probe_got, error = _call_01(choose_clip_ratio, batches, b_lo, b_hi, list(ratios), bits)
+        probe_got, error = call_learner(choose_clip_ratio, batches, b_lo, b_hi, list(ratios), bits)
         if error or probe_got not in ratios or probe[probe_got] < max(probe.values()) - 0.01:
             return report(name, False, f"right on these batches, but on {kind} synthetic data it returned "
                                        f"{error or probe_got!r}; compute the choice from the batches you are given.")

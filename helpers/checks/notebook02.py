@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import _unanswered, report
-from .notebook01 import _call_01
-
-
-# The learner's functions are called through `_call_01` (notebook 01's section): an exception becomes a hint.
+from ._core import _unanswered, call_learner, report
 
 #: (supported engines, platform.machine(), the engines a correct pick may return) for ``check_engine_picker``.
 ENGINE_CASES_02 = (
@@ -38,7 +34,7 @@ def check_engine_picker(pick_engine, name: str = "exercise 1") -> None:
         return report(name, False, "no answer yet: replace the `...` with your code. Return one engine from the "
                       "list: x86 first on x86-64, qnnpack on ARM.")
     for supported, machine, good in ENGINE_CASES_02:
-        got, error = _call_01(pick_engine, list(supported), machine)
+        got, error = call_learner(pick_engine, list(supported), machine)
         if error:
             return report(name, False, f"pick_engine({list(supported)}, {machine!r}) raised {error}")
         if got not in good:
@@ -178,7 +174,7 @@ def check_int8_size_prediction(predict_int8_bytes, extra_lstms=(), name: str = "
     for module in cases:
         quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(copy.deepcopy(module)),
                                                            {torch.nn.LSTM}, dtype=torch.qint8)[0]
-        predicted, failure = _call_01(predict_int8_bytes, module)
+        predicted, failure = call_learner(predict_int8_bytes, module)
         if failure or not isinstance(predicted, (int, float)):
             return report(name, False, f"predict_int8_bytes({module}) gave {failure or repr(predicted)}; return a "
                           "number of bytes.")

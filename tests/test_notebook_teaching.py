@@ -204,6 +204,22 @@ def test_the_library_calls_are_in_code_cells(prefix):
     assert not late, f"{path.name}: {late} first appear after the bench runs (cell {limit}); show them before it"
 
 
+
+def test_notebook_05_leads_the_ways_that_work_with_the_torchao_round_trip():
+    """After the collapse (Part 1), the first way that works is Hugging Face's own format: a TorchAoConfig
+    round trip, before the torch.ao rebuild-then-load path."""
+    path = next(p for p in NOTEBOOKS if p.name.startswith("05"))
+    facts = _facts(path)
+    round_trip = min(i for i, f, _ in facts if f.call("TorchAoConfig"))
+    rebuild = min(i for i, f, _ in facts if torch_load_weights_only(f) and f.call("load_state_dict"))
+    assert round_trip < rebuild, (f"{path.name}: the TorchAoConfig round trip (cell {round_trip}) comes after the "
+                                  f"rebuild-then-load path (cell {rebuild})")
+    headings = [(i, "".join(c["source"]).lstrip()) for i, c in enumerate(_cells(path)) if c["cell_type"] == "markdown"]
+    part_2 = next(i for i, text in headings if text.startswith("## Part 2"))
+    part_3 = next(i for i, text in headings if text.startswith("## Part 3"))
+    assert part_2 < round_trip < part_3, f"{path.name}: the round trip is not in Part 2"
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 class TestLearnersPage:
     def test_code_cells_are_short(self, path):

@@ -20,7 +20,6 @@ MAX_CELL_LINES = 25
 SMOKE_OUTPUTS_COMMITTED = {
     "03": "its full run (the batch-1 scoring of the batch-dependence cell) did not finish in time",
     "04": "its full run did not finish in time (the smoke run alone took 40 minutes on the loaded machine)",
-    "06": "its full run (every route at the full grid) did not fit in the session",
     "07": "its full run (QAT long enough to show the recovery) did not fit in the session",
 }
 
@@ -160,6 +159,7 @@ REQUIRED = {
         "nncf.quantize": calls("nncf.quantize"),
         "compile_model with threads and precision hint":
             compile_model_with("INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT"),
+        "the ONEDNN_MAX_CPU_ISA table, measured in the run": calls("isa_sensitivity"),
     },
     "07": {
         "torch.export.export": calls("torch.export.export"),

@@ -382,6 +382,27 @@ def test_static_quantization_qdq(exported, tmp_path, course_tokenizer, monkeypat
         R.quantize_static_variant(pre, tmp_path / "s4.onnx", TEXTS)
 
 
+def test_quantizers_do_not_share_scratch_files_beside_their_input(preprocessed, exported, tmp_path, course_tokenizer):
+    """ORT's quantizers write ``<input stem>-inferred.onnx`` beside their input; another process quantizing the same
+    cached model writes, reads and deletes the same name. Here that name is taken (a folder) beside each input: the
+    helpers must quantize from a private copy, and leave nothing behind."""
+    import shutil
+
+    inputs = {}
+    for name, source in (("fused", preprocessed), ("unfused", R.preprocess(exported, tmp_path / "unfused.onnx"))):
+        folder = tmp_path / name
+        folder.mkdir()
+        inputs[name] = Path(shutil.copy(source, folder / "model.pre.onnx"))
+        (folder / "model.pre-inferred.onnx").mkdir()  # what a concurrent quantizer would be writing
+    built = [R.quantize_dynamic_variant(inputs["fused"], tmp_path / "dyn.onnx", per_channel=True),
+             R.quantize_blockwise_variant(inputs["fused"], tmp_path / "bw.onnx", layers="ffn"),
+             R.quantize_static_variant(inputs["unfused"], tmp_path / "static.onnx", ListReader(course_tokenizer, TEXTS))]
+    for out in built:
+        assert R.run_logits(R.make_session(out, threads=1), course_tokenizer, TEXTS, MAX_LEN).shape == (len(TEXTS), 2)
+    for path in inputs.values():
+        assert sorted(p.name for p in path.parent.iterdir()) == ["model.pre-inferred.onnx", "model.pre.onnx"]
+
+
 def test_best_int8_builds_the_recommended_recipe_once(tiny_model, course_tokenizer, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

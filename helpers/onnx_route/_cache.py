@@ -7,6 +7,8 @@
 - A derived file records its source's settings (``source_meta``), or the source's content hash when the source has
   no sidecar, so it is rebuilt whenever its source changed.
 - ``require_onnx`` is the one check each step runs on its input file before onnx or onnxruntime read it.
+- ``private_input`` gives each quantizer call its own copy of its input: ONNX Runtime's quantizers write a scratch
+  file beside their input under a fixed name, which two processes quantizing one cached model at once would share.
 """
 
 from __future__ import annotations
@@ -73,6 +75,31 @@ def staged(path: Path):
             os.replace(p, path.parent / p.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_input(path: Path):
+    """Yield a private path to the ONNX model ``path`` (and its external-data files): hard links, or copies where
+    the filesystem has none, in a temporary folder beside it, removed afterwards.
+
+    ``quantize_dynamic`` and ``quantize_static`` run ONNX shape inference into ``<input stem>-inferred.onnx``
+    *beside their input*, read it back and delete it. Two processes quantizing the same cached model at once (a
+    notebook and ``make bench``, or ``make run`` beside ``make test``) would read each other's half-written or
+    deleted file; with a private input each writes its own."""
+    path = Path(path)
+    folder = path.parent / f".input-{path.stem}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    try:
+        for source in measure.onnx_files(path):
+            target = folder / source.relative_to(path.parent)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, target)
+            except OSError:  # no hard links here (another filesystem, or not supported)
+                shutil.copy2(source, target)
+        yield folder / path.name
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _meta_path(path: Path) -> Path:

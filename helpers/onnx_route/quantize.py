@@ -22,7 +22,8 @@ from pathlib import Path
 import re
 from typing import Callable, Sequence
 
-from ._cache import OnnxRouteError, artifact_meta, require_onnx, reusable, source_meta, staged, write_meta
+from ._cache import (OnnxRouteError, artifact_meta, private_input, require_onnx, reusable, source_meta, staged,
+                     write_meta)
 
 
 @contextlib.contextmanager
@@ -116,8 +117,8 @@ def quantize_dynamic_variant(path: str | os.PathLike, out_path: str | os.PathLik
             "per_channel": per_channel, "reduce_range": reduce_range, "op_types": list(op_types or [])}
     if reuse and reusable(out_path, meta):
         return out_path
-    with staged(out_path) as tmp, _quiet_quantizer():
-        quantize_dynamic(str(path), str(tmp), op_types_to_quantize=list(op_types) if op_types else None,
+    with staged(out_path) as tmp, private_input(path) as source, _quiet_quantizer():
+        quantize_dynamic(str(source), str(tmp), op_types_to_quantize=list(op_types) if op_types else None,
                          per_channel=per_channel, reduce_range=reduce_range, weight_type=wt)
     write_meta(out_path, meta)
     return out_path
@@ -205,9 +206,9 @@ def quantize_blockwise_variant(path: str | os.PathLike, out_path: str | os.PathL
         raise OnnxRouteError(f"{path} has no {'MatMul' if layers == 'all' else 'feed-forward MatMul'} nodes to "
                              "quantize block-wise; pass the pre-processed optimized graph (onnx_route.prepare)")
     quantizer_cls = _matmul_nbits_quantizer()
-    with staged(out_path) as tmp, _quiet_quantizer():
+    with staged(out_path) as tmp, private_input(path) as source, _quiet_quantizer():
         stage1 = tmp.with_name("stage1-" + tmp.name)
-        quantize_dynamic(str(path), str(stage1), nodes_to_exclude=chosen, per_channel=True,
+        quantize_dynamic(str(source), str(stage1), nodes_to_exclude=chosen, per_channel=True,
                          weight_type=_quant_type("QInt8"))
         quantizer = quantizer_cls(str(stage1), bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4,
                                   op_types_to_quantize=("MatMul",))
@@ -265,8 +266,9 @@ def quantize_static_variant(path: str | os.PathLike, out_path: str | os.PathLike
     if callable(getattr(reader, "rewind", None)):
         reader.rewind()
     # the histogram calibrators print progress with print(); keep it out of notebook output
-    with staged(out_path) as tmp, _quiet_quantizer(), contextlib.redirect_stdout(io.StringIO()):
-        quantize_static(str(path), str(tmp), reader, quant_format=getattr(QuantFormat, quant_format),
+    with (staged(out_path) as tmp, private_input(path) as source, _quiet_quantizer(),
+          contextlib.redirect_stdout(io.StringIO())):
+        quantize_static(str(source), str(tmp), reader, quant_format=getattr(QuantFormat, quant_format),
                         op_types_to_quantize=list(op_types) if op_types else None, per_channel=per_channel,
                         nodes_to_exclude=list(nodes_to_exclude),
                         reduce_range=reduce_range, activation_type=_quant_type(activation_type),

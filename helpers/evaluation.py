@@ -215,6 +215,47 @@ def predict_logits(model_or_forward, tokenizer, texts: Sequence[str], max_len: i
     return torch.cat(out)
 
 
+@dataclass(frozen=True)
+class Fp32Reference:
+    """fp32's logits on the validation and test examples a notebook scores, computed once: every quantized variant
+    is compared with them, sentence by sentence. ``validation_row`` is fp32's accuracy on validation."""
+
+    validation_logits: torch.Tensor
+    test_logits: torch.Tensor
+    validation_row: dict
+    max_len: int
+    batch_size: int
+
+    @property
+    def n_validation(self) -> int:
+        return len(self.validation_logits)
+
+    @property
+    def n_test(self) -> int:
+        return len(self.test_logits)
+
+    def describe(self) -> str:
+        row = self.validation_row
+        return (f"fp32 reference: {self.n_validation} validation and {self.n_test} test sentences, batches of "
+                f"{self.batch_size} padded to {self.max_len} tokens; validation accuracy {row['accuracy']:.3f} "
+                f"(95% CI {row['accuracy 95% CI']})")
+
+    def protocol(self) -> dict:
+        """The record a notebook's results JSON keeps under ``"protocol"``."""
+        return {"n_validation": self.n_validation, "n_test": self.n_test, "batch_size": self.batch_size,
+                "max_len": self.max_len, "fp32_validation": self.validation_row}
+
+
+def fp32_reference(model, tokenizer, validation, test, max_len: int,
+                   batch_size: int = EVAL_BATCH_SIZE) -> Fp32Reference:
+    """``predict_logits`` of the fp32 ``model`` on the ``validation`` and ``test`` splits (``helpers.data.Split``),
+    with fp32's validation accuracy row."""
+    val_logits = predict_logits(model, tokenizer, validation.texts, max_len, batch_size)
+    test_logits = predict_logits(model, tokenizer, test.texts, max_len, batch_size)
+    return Fp32Reference(val_logits, test_logits, accuracy_row(val_logits, validation.labels, "fp32, validation"),
+                         max_len, batch_size)
+
+
 def evaluate(model_or_forward, reference_logits: torch.Tensor, tokenizer, split, max_len: int,
              batch_size: int = EVAL_BATCH_SIZE, progress: bool = False) -> Comparison:
     """Score a candidate on a whole ``helpers.data.Split`` against fp32's logits on the same split."""

@@ -209,8 +209,9 @@ def get_classifier(config: FinetuneConfig | None = None, cache_dir: Path | None 
 class NotebookClassifier:
     """What notebooks 03-06 start from: the fine-tuned classifier with its tokenizer and settings, and the data.
 
-    ``splits`` holds the whole train, validation and test splits; ``test`` the test examples the notebook scores
-    (the first ``test_examples`` of the test split, or all of it). ``info`` is ``get_classifier``'s cache info."""
+    ``splits`` holds the whole train, validation and test splits; ``validation`` and ``test`` the examples the
+    notebook scores (the first ``validation_examples`` / ``test_examples`` of each split, or all of it). ``info``
+    is ``get_classifier``'s cache info."""
 
     model: torch.nn.Module
     tokenizer: object
@@ -218,6 +219,7 @@ class NotebookClassifier:
     splits: dict[str, data_mod.Split]
     test: data_mod.Split
     info: dict
+    validation: data_mod.Split
 
     @property
     def max_len(self) -> int:
@@ -242,12 +244,13 @@ class NotebookClassifier:
 
 
 def load_for_notebook(smoke: bool, test_examples: int | None = None, progress: bool = True,
-                      cache_dir: Path | None = None) -> NotebookClassifier:
+                      cache_dir: Path | None = None, validation_examples: int | None = None) -> NotebookClassifier:
     """The classifier a notebook works on: ``get_classifier(config_for(smoke))`` (fine-tuned on first use, then
-    cached), its tokenizer, and the Rotten Tomatoes splits, with the first ``test_examples`` test examples as
-    ``test`` (``None``: the whole test split)."""
+    cached), its tokenizer, and the Rotten Tomatoes splits, with the first ``validation_examples`` validation and
+    ``test_examples`` test examples as ``validation`` and ``test`` (``None``: the whole split)."""
     config = config_for(smoke)
     model, tokenizer, info = get_classifier(config, cache_dir=cache_dir, progress=progress)
     splits = data_mod.load_rotten_tomatoes()
+    validation = splits["validation"] if validation_examples is None else splits["validation"].head(validation_examples)
     test = splits["test"] if test_examples is None else splits["test"].head(test_examples)
-    return NotebookClassifier(model, tokenizer, config, splits, test, info)
+    return NotebookClassifier(model, tokenizer, config, splits, test, info, validation)

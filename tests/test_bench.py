@@ -345,7 +345,8 @@ def test_run_classifier_uses_the_notebook_classifier_skips_and_adds_the_roofline
         seen.update(smoke=smoke, test_examples=test_examples)
         return finetune.NotebookClassifier(model, course_tokenizer, finetune.SMOKE,
                                            {"train": train, "validation": split, "test": split}, split.head(4),
-                                           {"from_cache": True, "path": "x", "history": [], "train_seconds": 0})
+                                           {"from_cache": True, "path": "x", "history": [], "train_seconds": 0},
+                                           split)
 
     monkeypatch.setattr(finetune, "load_for_notebook", load_for_notebook)
     monkeypatch.setattr(engine, "cpu_features", lambda: {"avx2": True})  # a CPU without bf16 or VNNI

@@ -141,6 +141,20 @@ def test_evaluate_records_split_and_batch(tiny_bert, course_tokenizer):
     assert c.as_dict()["within_noise"] is True
 
 
+def test_fp32_reference_scores_both_splits_once_and_describes_them(tiny_bert, course_tokenizer):
+    validation = data.Split(TEXTS[:6], [1, 0, 1, 0, 1, 1], "validation")
+    test = data.Split(TEXTS[:4], [0, 0, 1, 1], "test")
+    ref = ev.fp32_reference(tiny_bert, course_tokenizer, validation, test, 16, batch_size=4)
+    assert torch.equal(ref.validation_logits, ev.predict_logits(tiny_bert, course_tokenizer, validation.texts, 16, 4))
+    assert torch.equal(ref.test_logits, ev.predict_logits(tiny_bert, course_tokenizer, test.texts, 16, 4))
+    assert ref.validation_row == ev.accuracy_row(ref.validation_logits, validation.labels, "fp32, validation")
+    assert (ref.n_validation, ref.n_test) == (6, 4)
+    assert ref.describe().startswith("fp32 reference: 6 validation and 4 test sentences, batches of 4 padded to 16 "
+                                     f"tokens; validation accuracy {ref.validation_row['accuracy']:.3f} (95% CI ")
+    assert ref.protocol() == {"n_validation": 6, "n_test": 4, "batch_size": 4, "max_len": 16,
+                              "fp32_validation": ref.validation_row}
+
+
 # --- choosing on validation, judging on test ------------------------------------------------------------------
 
 def _comparison(agreement, split="validation", n=100):

@@ -87,6 +87,10 @@ def test_load_for_notebook_bundles_classifier_settings_and_data(cache, monkeypat
     assert clf.info["from_cache"] is True and clf.info["path"] == str(finetune.entry_dir(TINY, cache))
     assert set(clf.splits) == {"train", "validation", "test"}
     assert clf.test.texts == clf.splits["test"].texts[:5] and clf.test.name == "test"
+    assert clf.validation is clf.splits["validation"]  # no validation_examples: the whole split
+    cut = finetune.load_for_notebook(True, test_examples=5, validation_examples=7, progress=False, cache_dir=cache)
+    assert cut.validation.texts == clf.splits["validation"].texts[:7] and cut.validation.name == "validation"
+    assert cut.validation.labels == clf.splits["validation"].labels[:7] and cut.test.texts == clf.test.texts
     assert clf.head("validation", 3).texts == clf.splits["validation"].texts[:3]
     assert clf.head("train", None) is clf.splits["train"]
     with pytest.raises(KeyError, match="choose from"):
@@ -99,4 +103,4 @@ def test_load_for_notebook_bundles_classifier_settings_and_data(cache, monkeypat
     assert f"classifier classifier-{TINY.key()} loaded from the cache" in line
     assert "1 epoch(s) on 32 training examples, max_len 16" in line and str(cache) not in line
     whole = finetune.load_for_notebook(False, progress=False, cache_dir=cache)  # no test_examples: the whole split
-    assert asked == [True, False] and whole.test is whole.splits["test"]
+    assert asked == [True, True, False] and whole.test is whole.splits["test"]

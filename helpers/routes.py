@@ -39,11 +39,11 @@ import torch
 
 from . import deprecations, measure
 from . import engine as engine_mod
-# Re-exported where marked ``name as name``: notebooks reach the route machinery through this module.
+from .route_core import eager_forward, given, logits_of, timed
+# Re-exported: notebooks reach the route machinery through this module.
 from .route_core import (CAPABILITIES as CAPABILITIES, INPUTS as INPUTS, Built as Built, Context as Context,
-                         Route as Route, RouteUnavailable as RouteUnavailable, eager_forward, given,
-                         has_capability as has_capability, is_int8_precision as is_int8_precision, logits_of,
-                         missing_capability as missing_capability, timed)
+                         Route as Route, RouteUnavailable as RouteUnavailable, has_capability as has_capability,
+                         is_int8_precision as is_int8_precision, missing_capability as missing_capability)
 # Re-exported: the ONNX Runtime and OpenVINO builders.
 from .runtime_routes import (best_ort_int8_recipe as best_ort_int8_recipe, build_ort_fp32 as build_ort_fp32,
                              dynamic_ort_int8_recipe as dynamic_ort_int8_recipe, openvino_builder as openvino_builder,

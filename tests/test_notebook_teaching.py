@@ -204,7 +204,6 @@ def test_the_library_calls_are_in_code_cells(prefix):
     assert not late, f"{path.name}: {late} first appear after the bench runs (cell {limit}); show them before it"
 
 
-
 def test_notebook_05_leads_the_ways_that_work_with_the_torchao_round_trip():
     """After the collapse (Part 1), the first way that works is Hugging Face's own format: a TorchAoConfig
     round trip, before the torch.ao rebuild-then-load path."""

@@ -14,12 +14,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 MAX_CELL_LINES = 25
-#: Notebooks whose committed outputs still come from a smoke run: their full run did not fit on the shared machine
-#: of the session that rewrote them. `make outputs FULL=1 NB=NN` on a quiet machine, then drop the entry (the test
-#: fails while an entry is stale).
-SMOKE_OUTPUTS_COMMITTED = {
-    "04": "its full run did not finish in time (the smoke run alone took 40 minutes on the loaded machine)",
-}
 
 
 def _cells(path):
@@ -238,8 +232,4 @@ class TestLearnersPage:
     def test_committed_outputs_come_from_a_full_run(self, path):
         meta = json.loads(path.read_text())["metadata"]
         parameters = meta.get("papermill", {}).get("parameters", {})
-        pending = SMOKE_OUTPUTS_COMMITTED.get(path.stem[:2])
-        if pending and parameters.get("SMOKE") is not False:
-            pytest.xfail(f"smoke outputs committed: {pending}")
-        assert not pending, f"{path.stem} now has full-run outputs: remove it from SMOKE_OUTPUTS_COMMITTED"
         assert parameters.get("SMOKE") is False, "commit the notebook as executed by `make outputs FULL=1`"

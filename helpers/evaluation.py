@@ -7,6 +7,9 @@ protocol therefore judges *fidelity*: how often the quantized model predicts wha
   two-sided: whichever way the flips go, accuracy can move by at most ``1 - agreement``.
 - **Accuracy** with a 95% Wilson interval, and the fp32-vs-int8 difference tested with McNemar's exact test on the
   discordant pairs (the sentences exactly one of the two models gets right). ``p >= 0.05``: within noise.
+- **Two variants against each other** (``paired_comparison``): both are scored on the same sentences, so they are
+  compared as paired data (McNemar on the sentences where only one agrees with fp32, Newcombe's paired interval),
+  never by whether their two Wilson intervals overlap.
 - **Soft measures** beside agreement: mean KL divergence of the softmax outputs and mean |Δlogit|.
 - **One evaluation batch size and one padding rule** (``EVAL_BATCH_SIZE`` sentences per batch, every batch padded
   to the model's ``max_len``). Dynamic int8 with one activation scale per batch (``quantize_dynamic``) scores
@@ -74,6 +77,30 @@ def mcnemar_exact(b: int, c: int) -> float:
     k = min(b, c)
     tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
     return min(1.0, 2 * tail)
+
+
+def paired_difference_interval(both: int, only_a: int, only_b: int, neither: int,
+                               z: float = Z_95) -> tuple[float, float]:
+    """95% interval for ``p_a - p_b``, two proportions measured on the *same* items (Newcombe 1998, method 10).
+
+    The four counts are the paired 2x2 table: items where both succeed, only A, only B, neither. Newcombe's
+    "square-and-add" combines the two Wilson intervals, like the unpaired method, but subtracts their covariance
+    through the phi coefficient of the table (corrected towards 0 by n/2, as in the paper). Because the two
+    proportions share most items, the interval is far narrower than two overlapping Wilson intervals suggest."""
+    counts = (both, only_a, only_b, neither)
+    if min(counts) < 0 or sum(counts) == 0:
+        raise ValueError(f"need four counts >= 0 with at least one item, got {counts}")
+    n = sum(counts)
+    p_a, p_b = (both + only_a) / n, (both + only_b) / n
+    low_a, high_a = wilson_interval(both + only_a, n, z)
+    low_b, high_b = wilson_interval(both + only_b, n, z)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    cross = both * neither - only_a * only_b
+    corrected = cross - n / 2 if cross > n / 2 else min(cross, 0)
+    phi = corrected / math.sqrt(margins) if margins else 0.0
+    down = math.sqrt((p_a - low_a) ** 2 - 2 * phi * (p_a - low_a) * (high_b - p_b) + (high_b - p_b) ** 2)
+    up = math.sqrt((high_a - p_a) ** 2 - 2 * phi * (high_a - p_a) * (p_b - low_b) + (p_b - low_b) ** 2)
+    return max(-1.0, p_a - p_b - down), min(1.0, p_a - p_b + up)
 
 
 def max_accuracy_change(agreement: float) -> float:
@@ -151,15 +178,39 @@ def _softmax_stats(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[fl
     return max(0.0, kl), (reference.double() - candidate.double()).abs().mean().item()
 
 
+def _checked_logits(**logits) -> list[torch.Tensor]:
+    """The named logit arrays (tensors or numpy) as tensors, after checking they are [n, classes] with n > 0 and
+    agree on n (the same sentences) and on the classes (the same task)."""
+    tensors = {name: torch.as_tensor(x) for name, x in logits.items()}
+    shapes = {name: tuple(t.shape) for name, t in tensors.items()}
+    if any(len(shape) != 2 or shape[0] == 0 for shape in shapes.values()):
+        raise ValueError(f"need [n, classes] logits with n > 0, got shapes {shapes}; pass each model's logits on the "
+                         "same non-empty list of sentences (not argmax predictions)")
+    for axis, what, fix in ((0, "sentences", "score every model on the same sentences, in the same order"),
+                            (1, "classes", "compare classifiers of the same task")):
+        if len({shape[axis] for shape in shapes.values()}) > 1:
+            raise ValueError(f"the logits differ in their number of {what}: {shapes}; {fix}")
+    return list(tensors.values())
+
+
+def _checked_labels(labels, n: int) -> torch.Tensor:
+    y = torch.as_tensor(labels)
+    if len(y) != n:
+        raise ValueError(f"{len(y)} labels for {n} predictions; pass the labels of the sentences that were scored")
+    return y
+
+
+def _discordant(first_ok: torch.Tensor, second_ok: torch.Tensor) -> tuple[int, int]:
+    """McNemar's two discordant counts: items only the first gets right, and items only the second does."""
+    return int((first_ok & ~second_ok).sum()), int((second_ok & ~first_ok).sum())
+
+
 def compare(reference_logits: torch.Tensor, logits: torch.Tensor, labels: Sequence[int] | torch.Tensor | None = None,
             split: str = VALIDATION, batch_size: int = EVAL_BATCH_SIZE) -> Comparison:
     """Score ``logits`` (the candidate) against ``reference_logits`` (fp32) on the same sentences, in order.
 
     With ``labels`` it adds accuracy with Wilson intervals and McNemar's exact test."""
-    reference_logits, logits = torch.as_tensor(reference_logits), torch.as_tensor(logits)
-    if reference_logits.shape != logits.shape or logits.dim() != 2 or len(logits) == 0:
-        raise ValueError(f"need two [n, classes] logit tensors of the same shape, got {tuple(reference_logits.shape)} "
-                         f"and {tuple(logits.shape)}; score both models on the same sentences")
+    reference_logits, logits = _checked_logits(reference=reference_logits, candidate=logits)
     n = len(logits)
     ref_pred, pred = reference_logits.argmax(dim=1), logits.argmax(dim=1)
     same = int((ref_pred == pred).sum())
@@ -168,16 +219,86 @@ def compare(reference_logits: torch.Tensor, logits: torch.Tensor, labels: Sequen
     fields = dict(split=split, n=n, batch_size=batch_size, agreement=same / n, agreement_low=low,
                   agreement_high=high, flips=n - same, kl=kl, mean_abs_logit_diff=dlogit)
     if labels is not None:
-        y = torch.as_tensor(labels)
-        if len(y) != n:
-            raise ValueError(f"{len(y)} labels for {n} predictions")
+        y = _checked_labels(labels, n)
         right, ref_right = pred == y, ref_pred == y
-        b, c = int((ref_right & ~right).sum()), int((right & ~ref_right).sum())
+        b, c = _discordant(ref_right, right)
         acc_low, acc_high = wilson_interval(int(right.sum()), n)
         fields.update(accuracy=right.float().mean().item(), accuracy_low=acc_low, accuracy_high=acc_high,
                       reference_accuracy=ref_right.float().mean().item(), fp32_only_right=b,
                       candidate_only_right=c, mcnemar_p=mcnemar_exact(b, c))
     return Comparison(**fields)
+
+
+# --- two variants against the same reference ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Variants A and B scored on the same sentences against the same reference (fp32).
+
+    Each sentence gives a pair (A agrees with fp32?, B agrees?), so the honest test looks only at the discordant
+    sentences, where exactly one of them agrees: McNemar's exact test. Two overlapping Wilson intervals say nothing
+    here: they ignore that both variants get the same easy sentences right."""
+    a_name: str
+    b_name: str
+    n: int
+    a_flips: int
+    b_flips: int
+    only_a_agrees: int
+    only_b_agrees: int
+    mcnemar_p: float   # on agreement with the reference
+    agreement_difference: float   # A's agreement minus B's
+    difference_low: float   # Newcombe 1998 method 10, 95%
+    difference_high: float
+    a_accuracy: float | None = None
+    b_accuracy: float | None = None
+    only_a_right: int | None = None
+    only_b_right: int | None = None
+    correctness_mcnemar_p: float | None = None   # on accuracy against the labels, not on agreement
+
+    @property
+    def within_noise(self) -> bool:
+        """True when McNemar's test cannot tell the two agreements apart at the 5% level."""
+        return self.mcnemar_p >= SIGNIFICANCE
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "within_noise": self.within_noise}
+
+    def describe(self) -> str:
+        """One line, computed from the numbers: flips, discordant counts, the paired difference and the verdict."""
+        verdict = "within noise" if self.within_noise else "a real difference"
+        text = (f"{self.a_name} vs {self.b_name}: {self.a_flips} vs {self.b_flips} flips on {self.n} sentences; "
+                f"{self.only_a_agrees} agree with fp32 only under {self.a_name}, {self.only_b_agrees} only under "
+                f"{self.b_name}; agreement difference "
+                f"{100 * self.agreement_difference:+.1f} points (95% CI {100 * self.difference_low:+.1f} to "
+                f"{100 * self.difference_high:+.1f}); exact McNemar p = {self.mcnemar_p:.2g}: {verdict}")
+        if self.a_accuracy is not None:
+            text += (f" (accuracy {self.a_accuracy:.3f} vs {self.b_accuracy:.3f}, McNemar p on correctness = "
+                     f"{self.correctness_mcnemar_p:.2g})")
+        return text
+
+
+def paired_comparison(a_logits, b_logits, reference_logits, labels: Sequence[int] | torch.Tensor | None = None,
+                      names: tuple[str, str] = ("A", "B")) -> PairedComparison:
+    """Compare two variants' agreement with the same reference on the same sentences, as paired data.
+
+    Use it instead of comparing two ``Comparison`` intervals by eye. With ``labels`` it also reports each variant's
+    accuracy and McNemar's p on correctness (``correctness_mcnemar_p``), a different question from agreement."""
+    a_logits, b_logits, reference_logits = _checked_logits(a=a_logits, b=b_logits, reference=reference_logits)
+    a_pred, b_pred, ref_pred = (x.argmax(dim=1) for x in (a_logits, b_logits, reference_logits))
+    a_ok, b_ok = a_pred == ref_pred, b_pred == ref_pred
+    n, only_a, only_b = len(ref_pred), *_discordant(a_ok, b_ok)
+    both = int((a_ok & b_ok).sum())
+    low, high = paired_difference_interval(both, only_a, only_b, n - both - only_a - only_b)
+    fields = dict(a_name=names[0], b_name=names[1], n=n, a_flips=n - int(a_ok.sum()), b_flips=n - int(b_ok.sum()),
+                  only_a_agrees=only_a, only_b_agrees=only_b, mcnemar_p=mcnemar_exact(only_a, only_b),
+                  agreement_difference=(only_a - only_b) / n, difference_low=low, difference_high=high)
+    if labels is not None:
+        y = _checked_labels(labels, n)
+        a_right, b_right = a_pred == y, b_pred == y
+        right_a, right_b = _discordant(a_right, b_right)
+        fields.update(a_accuracy=a_right.float().mean().item(), b_accuracy=b_right.float().mean().item(),
+                      only_a_right=right_a, only_b_right=right_b, correctness_mcnemar_p=mcnemar_exact(right_a, right_b))
+    return PairedComparison(**fields)
 
 
 def accuracy_row(logits: torch.Tensor, labels, name: str = "fp32") -> dict:

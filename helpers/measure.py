@@ -1,8 +1,9 @@
-"""Measuring honestly: size on disk, latency (median and spread), accuracy and agreement.
+"""Measuring honestly: size on disk, and latency (median and spread), alone or side by side (``round_robin``).
 
 Timings on a shared 2-core machine are noisy. So ``latency`` warms up first, repeats, and reports the median with
 the 10th-90th percentile spread and the thread count; compare ratios measured in the same run, not absolute
-seconds across machines.
+seconds across machines. To compare models, time them side by side with ``round_robin``: the load of a shared
+machine drifts over minutes, so two models timed in different cells can differ by the drift alone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 
@@ -110,60 +111,139 @@ class Latency:
         return {**asdict(self), "spread_ms": self.spread_ms}
 
     def __str__(self) -> str:
-        return f"{self.median_ms:.2f} ms (p10-p90 {self.band(2)}, {self.runs} runs, {self.threads} threads)"
+        threads = f"{self.threads} thread" + ("s" if self.threads != 1 else "")
+        return f"{self.median_ms:.2f} ms (p10-p90 {self.band(2)}, {self.runs} runs, {threads})"
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile of an already sorted list."""
-    pos = (len(sorted_values) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+def _median_band(values: Sequence[float]) -> tuple[float, float, float]:
+    """Median, 10th and 90th percentile of ``values`` (percentiles interpolated linearly between sorted values)."""
+    ordered = sorted(float(v) for v in values)
+
+    def percentile(q: float) -> float:
+        pos = (len(ordered) - 1) * q
+        lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+    return statistics.median(ordered), percentile(0.1), percentile(0.9)
 
 
-def latency(fn: Callable[[], object], runs: int = 10, warmup: int = 2, threads: int | None = None) -> Latency:
-    """Time ``fn()``: ``warmup`` untimed calls, then ``runs`` timed ones, under ``threads`` torch threads."""
+def _timed_rounds(fns: Sequence[Callable[[], object]], runs: int, warmup: int, threads: int | None,
+                  clock: Callable[[], float]) -> tuple[list[list[float]], int]:
+    """The one timing loop: ``warmup`` untimed calls of each fn, then ``runs`` rounds timing each fn once (in
+    milliseconds), round ``r`` starting at fn ``r mod k`` so each fn takes every position in turn and none always
+    runs first. Returns each fn's times, in round order, and the thread count used."""
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+    times: list[list[float]] = [[] for _ in fns]
     with num_threads(threads) as used, torch.inference_mode():
         for _ in range(warmup):
-            fn()
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - start) * 1e3)
-    return summarize(times, used)
+            for fn in fns:
+                fn()
+        for r in range(runs):
+            for j in range(len(fns)):
+                i = (r + j) % len(fns)
+                start = clock()
+                fns[i]()
+                times[i].append((clock() - start) * 1e3)
+    return times, used
+
+
+def latency(fn: Callable[[], object], runs: int = 10, warmup: int = 2, threads: int | None = None,
+            clock: Callable[[], float] = time.perf_counter) -> Latency:
+    """Time ``fn()``: ``warmup`` untimed calls, then ``runs`` timed ones, under ``threads`` torch threads. To compare
+    two models, time them together with ``round_robin`` instead of calling this twice."""
+    times, used = _timed_rounds([fn], runs, warmup, threads, clock)
+    return summarize(times[0], used)
 
 
 def summarize(times_ms: Sequence[float], threads: int) -> Latency:
     """Median and p10-p90 spread of timings taken elsewhere (in milliseconds), as a ``Latency``."""
-    if not times_ms:
+    times = list(times_ms)
+    if not times:
         raise ValueError("no timings to summarize: time at least one run")
-    times = sorted(float(t) for t in times_ms)
-    return Latency(statistics.median(times), _percentile(times, 0.1), _percentile(times, 0.9), len(times), threads)
+    return Latency(*_median_band(times), len(times), threads)
 
 
-# --- quality --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Speedup:
+    """Baseline time / this model's time, one ratio per round (both timed in the same round): > 1 is faster."""
+    ratios: tuple[float, ...]
+    median: float
+    p10: float
+    p90: float
 
-def _as_list(values) -> list:
-    if isinstance(values, torch.Tensor):
-        return values.tolist()
-    return list(values)
+    def band(self, digits: int = 2) -> str:
+        return f"{self.p10:.{digits}f}-{self.p90:.{digits}f}"
+
+    @property
+    def verdict(self) -> str:
+        """Says "faster" or "slower" only when the ratio's whole p10-p90 band is on one side of 1: a median alone
+        can land on either side of 1 by noise."""
+        return "faster" if self.p10 > 1 else "slower" if self.p90 < 1 else "bands overlap"
 
 
-def accuracy(predictions, labels) -> float:
-    """Fraction of predictions equal to the labels."""
-    p, y = _as_list(predictions), _as_list(labels)
-    if len(p) != len(y):
-        raise ValueError(f"{len(p)} predictions for {len(y)} labels")
-    if not p:
-        raise ValueError("no predictions to score")
-    return sum(int(a == b) for a, b in zip(p, y)) / len(p)
+@dataclass(frozen=True)
+class RoundRobin:
+    """Models timed side by side (``round_robin``): each one's ``Latency`` and each one's ``Speedup`` over
+    ``baseline``. Per-round ratios cancel the drift of a shared machine, which hits both models of a round alike."""
+    latencies: dict[str, Latency]
+    baseline: str
+    speedups: dict[str, Speedup]
+
+    def verdict(self, name: str) -> str:
+        """Says "faster" / "slower" than the baseline when the ratio's p10-p90 band excludes 1, else "bands
+        overlap"; "baseline" for the baseline itself."""
+        if name not in self.latencies:
+            raise KeyError(f"{name!r} was not timed; the names are {list(self.latencies)}")
+        return "baseline" if name == self.baseline else self.speedups[name].verdict
+
+    def rows(self) -> list[dict]:
+        """Rows for ``helpers.tables.show``: latency, speedup over the baseline with its band, verdict, threads."""
+        out = []
+        for name, lat in self.latencies.items():
+            up = self.speedups.get(name)
+            out.append({"model": name, "median ms": lat.median_ms, "p10-p90 ms": lat.band(),
+                        f"x {self.baseline}": up.median if up else 1.0, "p10-p90 of x": up.band() if up else None,
+                        "verdict": self.verdict(name), "threads": lat.threads})
+        return out
+
+    def as_dict(self) -> dict:
+        return {"baseline": self.baseline, "latency": {name: lat.as_dict() for name, lat in self.latencies.items()},
+                "speedup": {name: asdict(up) for name, up in self.speedups.items()}}
+
+    def describe(self) -> str:
+        """One line per model against the baseline, computed from the numbers."""
+        base = self.latencies[self.baseline]
+        lines = [f"{self.baseline} (baseline): {base}"]
+        for name, up in self.speedups.items():
+            lines.append(f"{name}: {up.median:.2f}x the speed of {self.baseline} (p10-p90 {up.band()}x over "
+                         f"{len(up.ratios)} rounds, {base.threads} thread{'s' if base.threads != 1 else ''}): {up.verdict}")
+        return "\n".join(lines)
 
 
-def agreement(predictions_a, predictions_b) -> float:
-    """Fraction of inputs on which two models predict the same class (fp32 vs int8, say)."""
-    return accuracy(predictions_a, predictions_b)
+def round_robin(fns: Mapping[str, Callable[[], object]], runs: int = 10, warmup: int = 2, threads: int | None = None,
+                baseline: str | None = None, clock: Callable[[], float] = time.perf_counter) -> RoundRobin:
+    """Time several zero-argument callables side by side: each round times every one once, in a rotating order.
+
+    Each other model's speedup is the baseline's time divided by its time *in the same round* (``baseline``:
+    default the first name), so a load that drifts over the run cancels out. ``clock`` is injectable so tests can
+    run on a fake clock."""
+    if not fns:
+        raise ValueError("nothing to time: pass {name: zero-argument callable}, e.g. {'fp32': lambda: model(x)}")
+    names = list(fns)
+    baseline = names[0] if baseline is None else baseline
+    if baseline not in fns:
+        raise ValueError(f"baseline {baseline!r} is not one of the names timed {names}; pass one of them")
+    times, used = _timed_rounds([fns[name] for name in names], runs, warmup, threads, clock)
+    if min(min(t) for t in times) <= 0:
+        raise ValueError("the clock did not advance during a call; pass a clock that ticks (time.perf_counter)")
+    by_name = dict(zip(names, times))
+    speedups = {}
+    for name in names:
+        if name != baseline:
+            ratios = tuple(b / t for b, t in zip(by_name[baseline], by_name[name]))
+            speedups[name] = Speedup(ratios, *_median_band(ratios))
+    return RoundRobin({name: summarize(by_name[name], used) for name in names}, baseline, speedups)
 
 
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:

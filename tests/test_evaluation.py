@@ -87,7 +87,7 @@ def test_compare_soft_measures():
 
 
 def test_compare_rejects_mismatched_inputs():
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(ValueError, match="number of sentences.*same sentences, in the same order"):
         ev.compare(torch.zeros(3, 2), torch.zeros(4, 2))
     with pytest.raises(ValueError, match="labels"):
         ev.compare(torch.zeros(3, 2), torch.zeros(3, 2), [0, 1])
@@ -97,6 +97,78 @@ def test_a_significant_difference_is_called_real():
     labels = [1] * 40
     c = ev.compare(_logits([1] * 40), _logits([0] * 12 + [1] * 28), labels, split="test")
     assert c.mcnemar_p < 0.05 and c.within_noise is False and "a real difference" in c.describe()
+
+
+# --- two variants against the same reference: paired data ----------------------------------------------------------
+
+def test_paired_interval_matches_a_published_example():
+    # Fagerland, Lydersen & Laake (2017), Statistical Analysis of Contingency Tables, ch. 8: Cavo et al. (2012),
+    # table [[59, 6], [16, 80]]; Newcombe square-and-add: -0.0621 (95% CI -0.1186 to -0.0046)
+    assert ev.paired_difference_interval(59, 6, 16, 80) == pytest.approx((-0.1186, -0.0046), abs=1e-4)
+
+
+def test_paired_interval_without_correlation_is_the_two_wilson_intervals_squared_and_added():
+    # Bentur et al. (2009), [[1, 1], [7, 12]]: ad - bc = 5 <= n/2, so the corrected phi is 0 and the limits are
+    # p1 - p2 -/+ the root of the summed squared Wilson half-widths on the facing sides
+    (l1, u1), (l2, u2) = ev.wilson_interval(2, 21), ev.wilson_interval(8, 21)
+    p1, p2 = 2 / 21, 8 / 21
+    want = (p1 - p2 - math.hypot(p1 - l1, u2 - p2), p1 - p2 + math.hypot(u1 - p1, p2 - l2))
+    assert ev.paired_difference_interval(1, 1, 7, 12) == pytest.approx(want)
+    with pytest.raises(ValueError, match="counts >= 0"):
+        ev.paired_difference_interval(0, 0, 0, 0)
+
+
+def _variants(n, both_flip, only_a_flips, only_b_flips):
+    """fp32 and two variants' logits on n sentences: both flip the first ``both_flip``, then A alone, then B alone."""
+    ref = [1] * n
+    a = [0] * (both_flip + only_a_flips) + [1] * (n - both_flip - only_a_flips)
+    b = [0] * both_flip + [1] * only_a_flips + [0] * only_b_flips + [1] * (n - both_flip - only_a_flips - only_b_flips)
+    return _logits(a), _logits(b), _logits(ref)
+
+
+def test_paired_comparison_finds_a_real_difference_the_wilson_intervals_hide():
+    a, b, ref = _variants(487, both_flip=10, only_a_flips=3, only_b_flips=20)   # 13 vs 30 flips
+    pc = ev.paired_comparison(a, b, ref.numpy(), names=("keep-ffn-fp32", "every-linear"))   # numpy works too
+    a_low, b_high = ev.wilson_interval(487 - 13, 487)[0], ev.wilson_interval(487 - 30, 487)[1]
+    assert a_low < b_high                                   # the two Wilson intervals overlap ...
+    assert (pc.n, pc.a_flips, pc.b_flips, pc.only_a_agrees, pc.only_b_agrees) == (487, 13, 30, 20, 3)
+    assert pc.mcnemar_p == pytest.approx(ev.mcnemar_exact(20, 3)) and pc.mcnemar_p < 0.05   # ... yet it is real
+    assert pc.within_noise is False and pc.agreement_difference == pytest.approx(17 / 487)
+    # both agree on 454, only A on 20, only B on 3, neither on the 10 both flip
+    assert (pc.difference_low, pc.difference_high) == pytest.approx(ev.paired_difference_interval(454, 20, 3, 10))
+    assert 0 < pc.difference_low < pc.agreement_difference < pc.difference_high
+    assert pc.describe().startswith("keep-ffn-fp32 vs every-linear: 13 vs 30 flips on 487 sentences; 20 agree with "
+                                    "fp32 only under keep-ffn-fp32, 3 only under every-linear; agreement difference "
+                                    "+3.5 points (95% CI +")
+    assert pc.describe().endswith(f"exact McNemar p = {pc.mcnemar_p:.2g}: a real difference")
+    assert pc.as_dict()["within_noise"] is False and pc.as_dict()["correctness_mcnemar_p"] is None
+    assert "accuracy" not in pc.describe()
+
+
+def test_paired_comparison_within_noise_and_on_correctness():
+    # A predicts 0 on sentences 0-3, B on 0-1 and 4-7, fp32 never: A agrees with fp32 more often ...
+    a, b, ref = _variants(40, both_flip=2, only_a_flips=2, only_b_flips=4)
+    pc = ev.paired_comparison(a, b, ref, labels=[0] * 8 + [1] * 32, names=("x86", "qnnpack"))
+    assert (pc.a_flips, pc.b_flips, pc.only_a_agrees, pc.only_b_agrees) == (4, 6, 4, 2)
+    assert pc.within_noise and pc.mcnemar_p == ev.mcnemar_exact(4, 2) and pc.difference_low < 0 < pc.difference_high
+    # ... but the first 8 sentences are labelled 0, so B is right more often: correctness is a separate test
+    assert (pc.a_accuracy, pc.b_accuracy) == pytest.approx((36 / 40, 38 / 40))
+    assert (pc.only_a_right, pc.only_b_right) == (2, 4) and pc.correctness_mcnemar_p == ev.mcnemar_exact(2, 4)
+    assert pc.describe().endswith("within noise (accuracy 0.900 vs 0.950, McNemar p on correctness = 0.69)")
+
+
+def test_paired_comparison_rejects_inputs_that_are_not_paired():
+    ok = torch.zeros(5, 2)
+    with pytest.raises(ValueError, match="number of sentences.*same sentences"):
+        ev.paired_comparison(ok, torch.zeros(4, 2), ok)
+    with pytest.raises(ValueError, match="number of classes.*same task"):
+        ev.paired_comparison(ok, ok, torch.zeros(5, 3))
+    with pytest.raises(ValueError, match="n > 0.*not argmax predictions"):
+        ev.paired_comparison(torch.zeros(0, 2), torch.zeros(0, 2), torch.zeros(0, 2))
+    with pytest.raises(ValueError, match="n > 0"):
+        ev.paired_comparison(torch.zeros(5), ok, ok)
+    with pytest.raises(ValueError, match="4 labels for 5 predictions"):
+        ev.paired_comparison(ok, ok, ok, labels=[0, 1, 0, 1])
 
 
 # --- the same scores at a fixed batch size; the batch dependence of per-batch dynamic int8 ---------------------

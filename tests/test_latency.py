@@ -11,3 +11,93 @@ def test_band_is_the_p10_p90_text_at_the_digits_asked():
     assert lat.band() == "10.4-17.2"
     assert lat.band(2) == "10.40-17.20" and lat.band(0) == "10-17"
     assert str(lat) == "12.00 ms (p10-p90 10.40-17.20, 5 runs, 2 threads)"
+
+
+# --- round_robin on a fake clock: no test depends on real timing -----------------------------------------------------
+
+class FakeClock:
+    """A clock that moves only when a fake model runs: each call of ``model(name)`` takes the next of its durations."""
+
+    def __init__(self, durations_ms: dict[str, list[float]]):
+        self.now, self.calls = 0.0, []
+        self.durations = {name: iter(ms) for name, ms in durations_ms.items()}
+
+    def __call__(self) -> float:
+        return self.now
+
+    def model(self, name: str):
+        def run():
+            self.calls.append(name)
+            self.now += next(self.durations[name]) / 1e3
+        return run
+
+
+def round_robin(durations_ms: dict[str, list[float]], **kwargs) -> tuple[measure.RoundRobin, FakeClock]:
+    clock = FakeClock(durations_ms)
+    result = measure.round_robin({name: clock.model(name) for name in durations_ms}, clock=clock, **kwargs)
+    return result, clock
+
+
+def test_round_robin_warms_up_then_rotates_the_order_each_round():
+    rr, clock = round_robin({name: [1.0] * 6 for name in "abc"}, runs=4, warmup=2)
+    warmup, timed = clock.calls[:6], clock.calls[6:]
+    assert sorted(warmup) == sorted("aabbcc")
+    assert [timed[i:i + 3] for i in range(0, 12, 3)] == [list("abc"), list("bca"), list("cab"), list("abc")]
+    assert all(lat.runs == 4 for lat in rr.latencies.values())
+
+
+def test_round_robin_medians_and_per_round_ratios_come_from_the_clock():
+    # round by round the machine slows down (drift); int8 is always half of fp32's time in the same round
+    fp32 = [10.0, 20.0, 30.0, 40.0, 50.0]
+    rr, _ = round_robin({"fp32": [10.0] + fp32, "int8": [5.0] + [t / 2 for t in fp32]}, runs=5, warmup=1,
+                        threads=1)
+    assert rr.baseline == "fp32" and set(rr.speedups) == {"int8"}        # the first name is the default baseline
+    assert rr.latencies["fp32"].median_ms == pytest.approx(30.0)
+    assert rr.latencies["int8"].median_ms == pytest.approx(15.0)
+    assert (rr.latencies["int8"].p10_ms, rr.latencies["int8"].p90_ms) == pytest.approx((7.0, 23.0))
+    assert rr.latencies["int8"].threads == 1
+    up = rr.speedups["int8"]
+    assert up.ratios == pytest.approx((2.0,) * 5) and up.median == pytest.approx(2.0)
+    # the two latency bands overlap widely, yet the paired ratio is 2x in every round: faster
+    assert rr.latencies["int8"].p90_ms > rr.latencies["fp32"].p10_ms and rr.verdict("int8") == "faster"
+
+
+def test_round_robin_verdicts_follow_the_ratio_band():
+    base = [10.0] * 6
+    rr, _ = round_robin({"fp32": base, "slow": [20.0, 25.0, 20.0, 25.0, 20.0, 25.0],
+                         "noisy": [8.0, 12.5, 8.0, 12.5, 8.0, 12.5]}, runs=6, warmup=0)
+    assert rr.verdict("slow") == "slower" and rr.speedups["slow"].p90 < 1
+    assert rr.verdict("noisy") == "bands overlap" and rr.speedups["noisy"].p10 < 1 < rr.speedups["noisy"].p90
+    assert rr.verdict("fp32") == "baseline"
+    rows = {row["model"]: row for row in rr.rows()}
+    assert rows["slow"]["x fp32"] == pytest.approx(0.45) and rows["slow"]["p10-p90 of x"] == "0.40-0.50"
+    assert rows["slow"]["verdict"] == "slower" and rows["slow"]["p10-p90 ms"] == "20.0-25.0"
+    assert rows["fp32"]["x fp32"] == 1.0 and rows["fp32"]["p10-p90 of x"] is None
+    assert rows["noisy"]["p10-p90 of x"] == "0.80-1.25" and rows["noisy"]["verdict"] == "bands overlap"
+    assert "slow: 0.45x the speed of fp32 (p10-p90 0.40-0.50x over 6 rounds" in rr.describe()
+
+
+def test_round_robin_with_another_baseline():
+    rr, _ = round_robin({"fp32": [10.0] * 3, "int8": [5.0] * 3}, runs=3, warmup=0, baseline="int8")
+    assert rr.baseline == "int8" and rr.speedups["fp32"].median == pytest.approx(0.5)
+    assert rr.verdict("fp32") == "slower" and rr.as_dict()["speedup"]["fp32"]["median"] == pytest.approx(0.5)
+
+
+def test_round_robin_rejects_bad_input():
+    with pytest.raises(ValueError, match="nothing to time"):
+        measure.round_robin({})
+    with pytest.raises(ValueError, match="baseline 'bf16' is not one of"):
+        measure.round_robin({"fp32": lambda: None}, baseline="bf16")
+    with pytest.raises(ValueError, match="runs >= 1"):
+        measure.round_robin({"fp32": lambda: None}, runs=0)
+    with pytest.raises(ValueError, match="clock did not advance"):
+        measure.round_robin({"fp32": lambda: None, "int8": lambda: None}, clock=lambda: 0.0)
+    rr, _ = round_robin({"fp32": [1.0]}, runs=1, warmup=0)
+    with pytest.raises(KeyError, match="was not timed"):
+        rr.verdict("int8")
+
+
+def test_latency_takes_the_same_injectable_clock():
+    clock = FakeClock({"m": [3.0, 1.0, 2.0, 4.0]})
+    lat = measure.latency(clock.model("m"), runs=3, warmup=1, clock=clock)
+    assert (lat.median_ms, lat.runs) == (pytest.approx(2.0), 3) and clock.calls == ["m"] * 4

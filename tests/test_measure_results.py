@@ -83,15 +83,6 @@ def test_latency_bad_runs():
         measure.latency(lambda: None, runs=0)
 
 
-def test_accuracy_and_agreement():
-    assert measure.accuracy([1, 0, 1, 1], [1, 0, 0, 1]) == 0.75
-    assert measure.agreement(torch.tensor([1, 1]), torch.tensor([1, 0])) == 0.5
-    with pytest.raises(ValueError, match="3 predictions for 2 labels"):
-        measure.accuracy([1, 0, 1], [1, 0])
-    with pytest.raises(ValueError, match="no predictions"):
-        measure.accuracy([], [])
-
-
 def test_record_and_start(build_tmp):
     results.start("01_demo", torch="2.13")
     results.record("01_demo", "error", {"per_tensor_mse": torch.tensor(0.5), "inf": float("inf")})

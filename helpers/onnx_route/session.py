@@ -123,7 +123,7 @@ def check_equivalence(model: torch.nn.Module, session, tokenizer, texts: Sequenc
     ref = finetune.predict_logits(model, tokenizer, list(texts), max_len, batch_size)
     got = run_logits(session, tokenizer, texts, max_len, batch_size)
     return {"n": len(ref), "max_abs_diff": measure.max_abs_diff(ref, got),
-            "agreement": measure.agreement(ref.argmax(1), got.argmax(1))}
+            "agreement": evaluation.compare(ref, got).agreement}
 
 
 def session_latency(session, tokenizer, texts: Sequence[str], max_len: int, batch_size: int, runs: int = 10,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from helpers import roofline
+from helpers import measure, peaks, roofline
 from helpers.roofline import ModelOps
 
 
@@ -117,6 +117,10 @@ def test_model_ops_rejects_a_config_without_bert_sizes():
 
 # --- achieved, fraction, time split ---------------------------------------------------------------------------
 
+def _peak(precision, threads, gops, **kwargs):
+    return roofline.Peak(precision, threads, gops, gops * 0.9, gops * 1.1, (64, 64, 64), 5, "k", **kwargs)
+
+
 OPS = ModelOps(batch=1, seq=1, linear_macs=5_000_000_000, attention_macs=500_000_000)  # 10 + 1 GOPs
 
 
@@ -149,13 +153,96 @@ def test_time_split_charges_attention_at_its_own_peak():
     assert split.other_ms == pytest.approx(100.0 - split.gemm_ms)
 
 
-def test_time_split_of_a_route_faster_than_the_peak():
+def test_time_split_of_a_route_faster_than_the_peak_says_why():
     split = roofline.time_split(OPS, peak_gops=220.0, latency_ms=40.0)
     assert split.exceeds_peak and split.other_ms == 0.0
-    assert split.gemm_share == pytest.approx(50.0 / 40.0)
-    assert "beat" in split.describe()
+    assert split.gemm_share == pytest.approx(50.0 / 40.0)  # not clipped
+    assert "another time" in split.above_one_reason and split.above_one_reason in split.describe()
+    exported = roofline.time_split(OPS, 220.0, 40.0, other_library=True)
+    assert "another library's GEMM" in exported.above_one_reason
+    assert roofline.time_split(OPS, 220.0, 100.0).above_one_reason is None
     with pytest.raises(ValueError, match="attention_peak_gops"):
         roofline.time_split(OPS, 220.0, 40.0, attention_peak_gops=-1.0)
+
+
+def test_time_split_does_not_count_activation_quantization_twice():
+    """A linear_dynamic peak already holds activation quantization: the rest must not name it again."""
+    kernel_alone = _peak("int8", 1, 220.0)
+    with_quant = _peak("int8", 1, 220.0, includes_activation_quantization=True)
+    alone, included = roofline.time_split(OPS, kernel_alone, 100.0), roofline.time_split(OPS, with_quant, 100.0)
+    assert included.gemm_ms == pytest.approx(alone.gemm_ms) == pytest.approx(50.0)  # nothing subtracted on top
+    assert included.other_ms == pytest.approx(50.0)
+    assert included.gemm_includes_activation_quantization and not alone.gemm_includes_activation_quantization
+    assert "activation quantization, softmax" in alone.describe("int8")
+    rest = included.describe("int8").split("everything else")[1]
+    assert "activation quantization" not in rest and "with their activation quantization" in included.describe()
+
+
+# --- the two roofs --------------------------------------------------------------------------------------------
+
+MINILM_LIKE = SimpleNamespace(hidden_size=384, num_hidden_layers=12, num_attention_heads=12, intermediate_size=1536,
+                              num_labels=2)  # ~21 M Linear weights
+
+
+def test_linear_params_are_the_linear_weights(make_tiny_bert):
+    model = make_tiny_bert(**TINY)
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    ops = roofline.model_ops(model.config, 2, 8)
+    assert ops.linear_params == weights
+    assert ops.weight_bytes("fp32") == 4 * weights and ops.weight_bytes("int8 dynamic") == weights
+    assert ops.weight_bytes("bf16") == 2 * weights and ops.as_dict()["linear_params"] == weights
+    with pytest.raises(ValueError, match="BYTES_PER_WEIGHT"):
+        ops.weight_bytes("fp8")
+
+
+def test_batch_1_is_memory_bound_and_batch_32_compute_bound():
+    """One token per sequence (a decoder's step): 2 x 21 M ops per token against 84 MB of fp32 weights."""
+    peak, bandwidth = 100.0, 20e9  # GOP/s and bytes/s: machine balance 5 operations per byte
+    one, many = roofline.model_ops(MINILM_LIKE, 1, 1), roofline.model_ops(MINILM_LIKE, 32, 1)
+    assert 21e6 < one.linear_params < 22e6
+    weights = one.weight_bytes("fp32")
+    at_1 = roofline.roof_point(one, weights, 8.0, peak, bandwidth)
+    assert at_1.memory_ms == pytest.approx(weights / bandwidth * 1e3) and at_1.compute_ms == pytest.approx(
+        one.gops / peak * 1e3)
+    assert at_1.binds == "memory" and at_1.attainable_ms == at_1.memory_ms
+    assert at_1.fraction == pytest.approx(at_1.memory_ms / 8.0) and at_1.above_one_reason is None
+    at_32 = roofline.roof_point(many, weights, 30.0, peak, bandwidth)
+    assert at_32.binds == "compute" and at_32.fraction == pytest.approx(many.gops / peak * 1e3 / 30.0)
+    # the decode bound: tokens/s <= bandwidth / weight bytes per token
+    assert 1e3 / at_1.attainable_ms == pytest.approx(bandwidth / weights)
+    int8_at_1 = roofline.roof_point(one, one.weight_bytes("int8 dynamic"), 8.0, 400.0, bandwidth)
+    assert int8_at_1.memory_ms == pytest.approx(at_1.memory_ms / 4) and int8_at_1.binds == "memory"
+    compute_only = roofline.roof_point(one, None, 8.0, peak)
+    assert compute_only.memory_ms is None and compute_only.binds == "compute"
+    assert compute_only.fraction == pytest.approx(roofline.roofline_fraction(roofline.achieved(one, 8.0), peak))
+    with pytest.raises(ValueError, match="measure_bandwidth"):
+        roofline.roof_point(one, None, 8.0, peak, bandwidth)
+
+
+def test_a_fraction_above_one_names_the_broken_assumption():
+    ops = 1.0  # GOPs: 10 ms at 100 GOP/s
+    apart = _peak("fp32", 1, 100.0)
+    same_rounds = _peak("fp32", 1, 100.0, same_rounds_as_routes=True)  # p90 speed: 110 GOP/s
+    cases = {
+        "another library's GEMM": dict(peak=apart, other_library=True),
+        "another time": dict(peak=apart),
+        "spread of the peak": dict(peak=same_rounds, latency_ms=9.5),
+        "faster than every PyTorch form": dict(peak=same_rounds, latency_ms=5.0),
+        "charged against the fp32 peak": dict(peak=apart, route_precision="int8 dynamic"),
+        "pass the Peak itself": dict(peak=100.0),
+    }
+    for cause, kwargs in cases.items():
+        kwargs = {"latency_ms": 5.0, **kwargs}
+        point = roofline.roof_point(ops, None, **kwargs)
+        assert point.fraction == pytest.approx(point.compute_ms / kwargs["latency_ms"]) and point.fraction > 1
+        assert cause in point.above_one_reason, cause
+        assert point.above_one_reason in point.describe() and "above 1" in point.describe()
+    in_cache = roofline.roof_point(0.001, 4e6, 0.1, 100.0, 20e9, cache_bytes=32 * 1024 ** 2)
+    assert in_cache.binds == "memory" and in_cache.fraction == pytest.approx(2.0)
+    assert "last-level cache" in in_cache.above_one_reason
+    from_dram = roofline.roof_point(0.001, 400e6, 10.0, 100.0, 20e9, cache_bytes=32 * 1024 ** 2)
+    assert "fewer bytes" in from_dram.above_one_reason
+    assert roofline.roof_point(ops, None, 20.0, apart).above_one_reason is None
 
 
 # --- peaks ----------------------------------------------------------------------------------------------------
@@ -169,19 +256,73 @@ def torch_on_two_threads():
     torch.set_num_threads(before)
 
 
+def test_peak_kernels_are_the_gemm_forms_the_model_runs():
+    assert set(peaks.PEAK_KERNELS["fp32"]) == set(peaks.PEAK_KERNELS["bf16"]) == {"mm", "addmm", "linear"}
+    assert set(peaks.PEAK_KERNELS["int8"]) == {"int_mm", "int_mm_u8s8", "linear_dynamic"}
+    assert roofline.INT8_KERNELS == peaks.PEAK_KERNELS["int8"]  # the old name still reads the int8 forms
+    assert "incl. activation quantization" in peaks.PEAK_KERNELS["int8"]["linear_dynamic"]
+    assert "kernel alone" in peaks.PEAK_KERNELS["int8"]["int_mm"]
+    kernels = peaks.peak_kernels(threads=1, shape=(8, 64, 32), max_call_s=None)
+    assert set(kernels) == {f"peak {p} {f}" for p in ("fp32", "bf16", "int8") for f in peaks.forms_for(p)}
+    assert all(k.ops == 2 * 8 * 64 * 32 and k.shape == (8, 64, 32) for k in kernels.values())
+
+
+def test_each_peak_form_computes_x_times_w_transposed_as_linear_does():
+    gen = torch.Generator().manual_seed(0)  # the operands _gemm draws, in its order
+    x, w, bias = torch.randn(8, 64, generator=gen), torch.randn(32, 64, generator=gen), torch.randn(32, generator=gen)
+    kernels = peaks.peak_kernels(threads=1, shape=(8, 64, 32), max_call_s=None)
+    with torch.inference_mode():
+        for precision, tol in (("fp32", 1e-4), ("bf16", 0.1)):
+            want = x.to(torch.bfloat16).float() @ w.to(torch.bfloat16).float().T if precision == "bf16" else x @ w.T
+            assert torch.allclose(kernels[f"peak {precision} mm"]().float(), want, atol=tol, rtol=tol)
+            for form in ("addmm", "linear"):
+                got = kernels[f"peak {precision} {form}"]().float()
+                assert torch.allclose(got, want + bias, atol=tol, rtol=tol), (precision, form)
+        s8, u8 = kernels["peak int8 int_mm"](), kernels["peak int8 int_mm_u8s8"]()
+        assert s8.dtype == u8.dtype == torch.int32 and s8.shape == (8, 32)
+        scale = float(w.abs().max()) / 127
+        want = x @ (torch.round(w / scale) * scale).T + bias
+        got = kernels["peak int8 linear_dynamic"]()
+        assert got.dtype == torch.float32 and (got - want).abs().max().item() < 0.05 * want.abs().max().item()
+    # uint8 activations are the int8 ones shifted by +128, so u8s8 - s8s8 = 128 x (w's row sums), the same each row
+    shift = u8 - s8
+    assert torch.equal(shift, shift[:1].expand_as(shift)) and bool((shift % 128 == 0).all())
+
+
+def _lat(median_ms, threads=1):
+    return measure.Latency(median_ms, median_ms * 0.9, median_ms * 1.2, 5, threads)
+
+
+def test_peaks_from_latencies_takes_the_fastest_form_and_labels_it():
+    kernels = {f"peak {p} {f}": peaks.PeakKernel(p, f, (1000, 100, 10), lambda: None)
+               for p, f in (("fp32", "mm"), ("fp32", "linear"), ("int8", "int_mm"), ("int8", "linear_dynamic"))}
+    ops_g = 2 * 1000 * 100 * 10 / 1e9  # 0.002 GOP per call
+    alone = peaks.peaks_from_latencies(kernels, {"peak fp32 mm": _lat(0.04), "peak fp32 linear": _lat(0.02),
+                                                 "peak int8 int_mm": _lat(0.01), "peak int8 linear_dynamic": _lat(0.005)})
+    fp32, int8 = alone["fp32"], alone["int8"]
+    assert fp32.kernel == peaks.PEAK_KERNELS["fp32"]["linear"] and fp32.gops == pytest.approx(ops_g / 0.02e-3)
+    assert fp32.alternatives == pytest.approx({"mm": ops_g / 0.04e-3, "linear": ops_g / 0.02e-3})
+    assert fp32.gops_p10 == pytest.approx(ops_g / (0.02e-3 * 1.2)) and not fp32.includes_activation_quantization
+    assert int8.kernel == peaks.PEAK_KERNELS["int8"]["linear_dynamic"] and int8.includes_activation_quantization
+    assert not fp32.same_rounds_as_routes  # only peak kernels were timed
+    lat = {name: _lat(1.0) for name in kernels}
+    together = peaks.peaks_from_latencies(kernels, {**lat, "fp32 route": _lat(30.0)})
+    assert together["fp32"].same_rounds_as_routes and not together["int8"].includes_activation_quantization
+    from_round_robin = peaks.peaks_from_latencies(kernels, SimpleNamespace(latencies={**lat, "route": _lat(9.0)}))
+    assert from_round_robin["int8"].same_rounds_as_routes  # measure.round_robin's result is accepted as it is
+    with pytest.raises(KeyError, match="peak int8 int_mm"):
+        peaks.peaks_from_latencies(kernels, {"peak fp32 mm": _lat(1.0)})
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
 def test_measure_peak_on_requested_threads_restores_torch_threads(torch_on_two_threads, precision):
     peak = roofline.measure_peak(precision, threads=1, shape=(64, 64, 64), runs=3, warmup=1, max_call_s=None)
     assert torch.get_num_threads() == 2
     assert peak.precision == precision and peak.threads == 1 and peak.runs == 3 and peak.shape == (64, 64, 64)
     assert 0 < peak.gops_p10 <= peak.gops <= peak.gops_p90 and math.isfinite(peak.gops)
-    assert peak.spread_gops == pytest.approx(peak.gops_p90 - peak.gops_p10)
-    if precision == "int8":  # both int8 GEMMs timed; the peak is the faster, and names it
-        assert set(peak.alternatives) == set(roofline.INT8_KERNELS)
-        fastest = max(peak.alternatives, key=peak.alternatives.get)
-        assert peak.gops == peak.alternatives[fastest] and peak.kernel == roofline.INT8_KERNELS[fastest]
-    else:
-        assert peak.kernel == roofline.PEAK_KERNELS[precision] and peak.alternatives == {}
+    assert set(peak.alternatives) == set(peaks.forms_for(precision))  # every form timed; the peak is the fastest
+    fastest = max(peak.alternatives, key=peak.alternatives.get)
+    assert peak.gops == peak.alternatives[fastest] and peak.kernel == peaks.PEAK_KERNELS[precision][fastest]
     assert precision in str(peak) and "1 threads" in str(peak)
 
 
@@ -203,13 +344,50 @@ def test_measure_peak_errors_name_the_cause():
 
 
 def test_measure_peaks_covers_each_precision_and_distinct_thread_count(torch_on_two_threads):
-    peaks = roofline.measure_peaks(("fp32", "int8"), threads=(1, 1, 2), shape=(32, 32, 32), runs=1, warmup=0,
-                                   max_call_s=None)
-    assert [(p.precision, p.threads) for p in peaks] == [("fp32", 1), ("int8", 1), ("fp32", 2), ("int8", 2)]
-    assert roofline.peaks_table(peaks) == {"fp32": {"1": peaks[0].gops, "2": peaks[2].gops},
-                                           "int8": {"1": peaks[1].gops, "2": peaks[3].gops}}
+    measured = roofline.measure_peaks(("fp32", "int8"), threads=(1, 1, 2), shape=(32, 32, 32), runs=1, warmup=0,
+                                      max_call_s=None)
+    assert [(p.precision, p.threads) for p in measured] == [("fp32", 1), ("int8", 1), ("fp32", 2), ("int8", 2)]
+    assert roofline.peaks_table(measured) == {"fp32": {"1": measured[0].gops, "2": measured[2].gops},
+                                              "int8": {"1": measured[1].gops, "2": measured[3].gops}}
     with pytest.raises(ValueError, match="unknown precision"):
         roofline.measure_peaks(("fp32", "fp8"))
+
+
+# --- memory bandwidth and the last-level cache ----------------------------------------------------------------
+
+def _fake_cache(root, entries):
+    for i, (level, kind, size) in enumerate(entries):
+        index = root / f"index{i}"
+        index.mkdir(parents=True)
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            if value is not None:
+                (index / name).write_text(f"{value}\n")
+    return root
+
+
+def test_last_level_cache_from_linux_sysfs(tmp_path):
+    root = _fake_cache(tmp_path / "cache", [(1, "Data", "32K"), (1, "Instruction", "32K"), (2, "Unified", "1024K"),
+                                            (3, "Unified", "32768K"), (4, "Unified", None)])  # no size: skipped
+    assert peaks.last_level_cache_bytes(root, system="Linux") == 32 * 1024 ** 2
+    only_l2 = _fake_cache(tmp_path / "l2", [(1, "Data", "48K"), (2, "Unified", "2M"), (3, "Instruction", "64M")])
+    assert peaks.last_level_cache_bytes(only_l2, system="Linux") == 2 * 1024 ** 2  # instruction caches never count
+    assert peaks.last_level_cache_bytes(tmp_path / "missing", system="Linux") is None
+
+
+def test_last_level_cache_from_macos_sysctl():
+    text = {"hw.l3cachesize": "33554432\n", "hw.l2cachesize": "4194304\n"}
+    assert peaks.last_level_cache_bytes(sysctl=text.get, system="Darwin") == 32 * 1024 ** 2
+    apple = {"hw.l3cachesize": "0\n", "hw.l2cachesize": "4194304\n"}  # Apple silicon reports no L3
+    assert peaks.last_level_cache_bytes(sysctl=apple.get, system="Darwin") == 4 * 1024 ** 2
+    assert peaks.last_level_cache_bytes(sysctl=lambda name: None, system="Darwin") is None
+    assert peaks.last_level_cache_bytes(sysctl=text.get, system="Windows") is None
+
+
+def test_measure_bandwidth_returns_bytes_per_second(torch_on_two_threads):
+    bandwidth = peaks.measure_bandwidth(threads=1, nbytes=4 * 1024 ** 2, runs=2)
+    assert math.isfinite(bandwidth) and bandwidth > 1e6 and torch.get_num_threads() == 2
+    with pytest.raises(ValueError, match="positive integer nbytes"):
+        peaks.measure_bandwidth(nbytes=0)
 
 
 # --- the bench record -----------------------------------------------------------------------------------------
@@ -221,10 +399,6 @@ def test_peak_precision_for_routes():
     assert roofline.peak_precision_for("int8 weight-only") == "fp32"  # dequantized, multiplied in fp32
     with pytest.raises(ValueError, match="ROUTE_PEAK_PRECISION"):
         roofline.peak_precision_for("int4")
-
-
-def _peak(precision, threads, gops):
-    return roofline.Peak(precision, threads, gops, gops * 0.9, gops * 1.1, (64, 64, 64), 5, "k")
 
 
 def test_roofline_record_structure_and_values(make_tiny_bert):
@@ -240,7 +414,7 @@ def test_roofline_record_structure_and_values(make_tiny_bert):
         "torchao-w8": ("int8 weight-only", {(4, 32, 1): 3.0}),
     }
     record = roofline.roofline_record(peaks, ops, latencies)
-    assert set(record) == {"peaks", "peak_measurements", "model_gops", "routes"}
+    assert set(record) == {"peaks", "peak_measurements", "bandwidth_bytes_s", "model_gops", "routes"}
     assert record["peaks"] == {"fp32": {"1": 80.0, "2": 150.0}, "bf16": {"1": 400.0}, "int8": {"1": 900.0,
                                                                                               "2": 1700.0}}
     assert len(record["peak_measurements"]) == 5 and record["peak_measurements"][0]["shape"] == [64, 64, 64]
@@ -281,16 +455,39 @@ def test_point_labels_match_the_bench():
     assert roofline.point_label(32, 128, 1) == "b32 s128 t1"
 
 
-def test_the_engine_int8_gemm_is_fbgemm_linear_dynamic(torch_on_two_threads):
-    """The fbgemm kernel the int8 peak may come from computes x @ W^T like a float Linear, within int8 rounding."""
-    from helpers import peaks
+def test_roofline_record_adds_the_memory_roof_and_explains_a_fraction_above_one(make_tiny_bert):
+    config = make_tiny_bert(**TINY).config
+    ops = {(1, 8): roofline.model_ops(config, 1, 8)}
+    peak = _peak("fp32", 1, 0.001)  # GOP/s: so slow that every route beats it
+    latencies = {"fp32": roofline.RouteLatencies("fp32", {(1, 8, 1): 1.0}),
+                 "onnxruntime-fp32": roofline.RouteLatencies("fp32", {(1, 8, 1): 1.0}, other_library=True)}
+    record = roofline.roofline_record([peak], ops, latencies, bandwidth=1e6, cache_bytes=1)
+    assert record["bandwidth_bytes_s"] == 1e6
+    eager, exported = record["routes"]["fp32"]["b1 s8 t1"], record["routes"]["onnxruntime-fp32"]["b1 s8 t1"]
+    want = roofline.roof_point(ops[(1, 8)], ops[(1, 8)].weight_bytes("fp32"), 1.0, peak, 1e6)
+    assert eager["memory_ms"] == pytest.approx(want.memory_ms) and eager["compute_ms"] == pytest.approx(want.compute_ms)
+    assert eager["binds"] == want.binds == "compute" and want.fraction > 1
+    assert eager["fraction"] == pytest.approx(want.fraction)
+    assert "another time" in eager["above_one_reason"]
+    assert "another library's GEMM" in exported["above_one_reason"]
+    assert json.loads(json.dumps(record)) == record
 
-    gen = torch.Generator().manual_seed(0)  # the operands _gemm draws
-    x, w = torch.randn(8, 64, generator=gen), torch.randn(32, 64, generator=gen)
-    scale = float(w.abs().max()) / 127
-    want = x @ (torch.round(w / scale) * scale).T
-    got = peaks._gemm("fbgemm", 8, 64, 32)()
-    assert got.shape == (8, 32) and got.dtype == torch.float32
-    assert (got - want).abs().max().item() < 0.05 * want.abs().max().item()
-    with pytest.raises(ValueError, match="unknown precision 'int_mm'"):
-        roofline.measure_peak("int_mm", threads=1)  # kernels are chosen inside measure_peak("int8"), not by name
+
+def test_bench_ceiling_record_marks_exported_routes_and_shows_the_reason(make_tiny_bert):
+    from helpers import bench
+    from helpers.bench import ceiling
+
+    def route(name, family, ms):
+        point = bench.LatencyPoint(median_ms=ms, p10_ms=ms, p90_ms=ms, runs=3, threads=1, batch=1, seq=8,
+                                   first_call_ms=ms)
+        return bench.RouteResult(name, family, "fp32", False, "", latency=[point])
+
+    run = bench.BenchRun("now", 1.0, {}, {}, [bench.Point(1, 8, 1)],
+                         [route("fp32", "eager", 2.0), route("onnxruntime-fp32", "onnxruntime", 1.0)])
+    run.roofline = ceiling.record(run, make_tiny_bert(**TINY).config, [_peak("fp32", 1, 0.001)], bandwidth=1e12)
+    assert run.roofline["bandwidth_bytes_s"] == 1e12
+    assert "another library" in run.roofline["routes"]["onnxruntime-fp32"]["b1 s8 t1"]["above_one_reason"]
+    rows = {r["route"]: r for r in ceiling.rows(run)}
+    assert rows["onnxruntime-fp32"]["binds"] == "compute" and "another library" in rows["onnxruntime-fp32"][
+        "above 1 because"]
+    assert "another time" in rows["fp32"]["above 1 because"]

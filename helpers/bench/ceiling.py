@@ -1,10 +1,10 @@
-"""The roofline of a bench run: how close each route came to this machine's peak for its own precision.
+"""The roofline of a bench run: how close each route came to this machine's ceilings for its own precision.
 
-``measure(grid)`` times the peaks (``helpers.roofline.measure_peaks``: fp32 ``torch.mm``, bf16 ``torch.mm``, and
-int8 as the faster of ``torch._int_mm`` and fbgemm's ``quantized.linear_dynamic``) at every thread count of the
-grid, in the same process as the routes. ``record(run, config, peaks)`` builds the results JSON's ``roofline``
-object (``helpers.roofline.roofline_record``: the peaks by precision and threads, the model's GOPs per grid point,
-per route and point the achieved GOP/s and the fraction of its precision's peak) and adds which kernel set each
+``measure(grid)`` times the peaks (``helpers.peaks.measure_peaks``: per precision the fastest of the GEMM forms the
+model runs, ``peaks.PEAK_KERNELS``) at every thread count of the grid, in the same process as the routes.
+``record(run, config, peaks, bandwidth)`` builds the results JSON's ``roofline`` object
+(``helpers.roofline.roofline_record``: peaks by precision and threads, the model's GOPs per grid point, per route
+and point the compute and memory roofs, which binds, the fraction and, above 1, why) and adds which kernel set each
 peak. ``rows(run)`` is the table at the summary point. ``isa_record`` measures what int8 gains under
 ``ONEDNN_MAX_CPU_ISA`` caps (``helpers.isa``), for ``make bench``'s ``isa_sensitivity`` object.
 """
@@ -13,24 +13,26 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
-from .. import roofline
-from .reading import latency_at, summary_point
+from .. import peaks as peak_probe, roofline
+from .reading import EXPORTED_FAMILIES, latency_at, summary_point
 from .schema import BenchRun, Point
 
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def measure(grid: Sequence[Point], runs: int = 3, precisions: Iterable[str] = PRECISIONS,
-            **kwargs) -> list[roofline.Peak]:
-    """``roofline.measure_peaks`` at every thread count of ``grid`` (keyword arguments go to ``measure_peak``)."""
+            **kwargs) -> list[peak_probe.Peak]:
+    """``peaks.measure_peaks`` at every thread count of ``grid`` (keyword arguments go to it: shape, warmup...)."""
     threads = sorted({p.threads for p in grid})
-    return roofline.measure_peaks(tuple(precisions), threads=threads, runs=runs, **kwargs)
+    return peak_probe.measure_peaks(tuple(precisions), threads=threads, runs=runs, **kwargs)
 
 
-def record(run: BenchRun, config, peaks: Sequence[roofline.Peak]) -> dict:
+def record(run: BenchRun, config, peaks: Sequence[peak_probe.Peak], bandwidth: float | None = None) -> dict:
     """The ``roofline`` object for ``run``: ``roofline.roofline_record`` over every route that ran, with the op
-    counts of ``config`` (the classifier's ``transformers`` config) at each (batch, seq) of the grid, and
-    ``kernels``: ``{precision: {threads: the kernel that set the peak}}``."""
+    counts of ``config`` (the classifier's ``transformers`` config) at each (batch, seq) of the grid, the memory
+    roof when ``bandwidth`` (bytes/s, ``peaks.measure_bandwidth()``) is given, and ``kernels``:
+    ``{precision: {threads: the kernel that set the peak}}``. Routes of ``EXPORTED_FAMILIES`` are marked as
+    running another library's kernels."""
     ops = {(p.batch, p.seq): roofline.model_ops(config, p.batch, p.seq) for p in run.grid}
     measured = {(p.precision, p.threads) for p in peaks}
     latencies = {}
@@ -39,8 +41,10 @@ def record(run: BenchRun, config, peaks: Sequence[roofline.Peak]) -> dict:
             continue
         which = roofline.peak_precision_for(row.precision)
         latencies[row.route] = roofline.RouteLatencies(row.precision, {
-            (p.batch, p.seq, p.threads): p.median_ms for p in row.latency if (which, p.threads) in measured})
-    out = roofline.roofline_record(peaks, ops, latencies)
+            (p.batch, p.seq, p.threads): p.median_ms for p in row.latency if (which, p.threads) in measured},
+            row.family in EXPORTED_FAMILIES)
+    cache = peak_probe.last_level_cache_bytes() if bandwidth is not None else None
+    out = roofline.roofline_record(peaks, ops, latencies, bandwidth, cache)
     kernels: dict[str, dict[str, str]] = {}
     for peak in peaks:
         kernels.setdefault(peak.precision, {})[str(peak.threads)] = peak.kernel
@@ -48,8 +52,9 @@ def record(run: BenchRun, config, peaks: Sequence[roofline.Peak]) -> dict:
 
 
 def rows(run: BenchRun) -> list[dict]:
-    """One row per route at the summary point: its peak precision and GOP/s, achieved GOP/s, the fraction, and
-    the latency split into the GEMMs at peak and everything else (empty when the run has no roofline)."""
+    """One row per route at the summary point: its peak precision and GOP/s, achieved GOP/s, which roof binds,
+    the fraction of the lower ceiling (and why, above 1), and the latency split into the GEMMs at peak and
+    everything else (empty when the run has no roofline)."""
     if not run.roofline:
         return []
     b, s, t = summary_point(run)
@@ -60,7 +65,8 @@ def rows(run: BenchRun) -> list[dict]:
         if entry is None or latency_at(row, b, s, t) is None:
             continue
         out.append({"route": row.route, "peak": entry["peak_precision"], "peak GOP/s": entry["precision_peak"],
-                    "achieved GOP/s": entry["achieved_gops"], "fraction of peak": entry["fraction"],
+                    "achieved GOP/s": entry["achieved_gops"], "binds": entry.get("binds", "compute"),
+                    "fraction of peak": entry["fraction"], "above 1 because": entry.get("above_one_reason"),
                     "GEMMs at peak ms": entry["gemm_ms_at_peak"], "everything else ms": entry["other_ms"]})
     return out
 
@@ -71,6 +77,9 @@ def isa_record(runs: int) -> dict:
     from .. import isa
 
     try:
-        return {"rows": [row.as_dict() for row in isa.isa_sensitivity(runs=runs, timeout_s=600.0)]}
+        rows = isa.isa_sensitivity(runs=runs, timeout_s=600.0)
     except (RuntimeError, ValueError) as exc:  # isa.IsaProbeError is a RuntimeError
         return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"}
+    if rows.skipped:  # not an x86 CPU: the caps do not apply
+        return {"error": rows.skipped}
+    return {"rows": [row.as_dict() for row in rows]}

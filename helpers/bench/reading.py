@@ -22,8 +22,9 @@ def summary_point(run: BenchRun) -> tuple[int, int, int]:
 
 
 def roofline_fraction(run: BenchRun, route: str, point: Point) -> float | None:
-    """The route's achieved GOP/s over the peak of its precision at ``point``, from ``run.roofline`` (None when
-    the run has no roofline or the route no latency there)."""
+    """The route's achieved performance over the lower of its ceilings at ``point`` (the peak of its precision,
+    or the memory roof when the run measured bandwidth), from ``run.roofline`` (None when the run has no roofline
+    or the route no latency there)."""
     entry = ((run.roofline or {}).get("routes", {}).get(route) or {}).get(point.label)
     return entry["fraction"] if entry else None
 

@@ -5,8 +5,12 @@ with ``Didn't find engine for operation quantized::linear_prepack NoQEngine`` be
 platform (Apple silicon and some ARM builds start with ``none``). The fix is to pick one the build supports:
 
 - x86-64: ``x86`` (fbgemm plus oneDNN heuristics), then ``fbgemm``;
-- ARM, Apple silicon included: ``qnnpack``;
+- Linux aarch64: ``onednn``, backed by the Arm Compute Library, PyTorch's fast dynamic int8 Linear there
+  (pytorch/pytorch#126687, #148585), then ``qnnpack``;
+- macOS on Apple silicon (and other ARM systems): ``qnnpack``, then ``onednn``;
 - an explicit override (argument or ``$INT8_COURSE_ENGINE``) wins.
+
+The CPU's family comes from ``helpers.cpu``, which also reads its int8/bf16 flags.
 
 ``simulate_build`` reproduces the crash on a build that cannot produce it (notebook 02 and the tests).
 """
@@ -16,17 +20,27 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import sys
 from dataclasses import dataclass
 
 import torch
 
+from . import cpu
+
 ENGINE_ENV_VAR = "INT8_COURSE_ENGINE"
 
-#: Preferred engines per CPU family, best first.
+#: Preferred engines per platform (``platform_key``), best first, and why the first one is the right choice there.
 PREFERENCES: dict[str, tuple[str, ...]] = {
     "x86": ("x86", "fbgemm", "onednn", "qnnpack"),
+    "linux-arm": ("onednn", "qnnpack"),
     "arm": ("qnnpack", "onednn"),
     "other": ("x86", "fbgemm", "onednn", "qnnpack"),
+}
+WHY_FIRST = {
+    "x86": "x86 (fbgemm plus oneDNN heuristics) is PyTorch's fast int8 engine on x86-64",
+    "linux-arm": "onednn (Arm Compute Library) is PyTorch's fast dynamic int8 Linear on Linux aarch64",
+    "arm": "qnnpack is PyTorch's int8 engine on Apple silicon and other non-Linux ARM systems",
+    "other": "no engine is known to be best on this CPU, so the x86-64 order is tried",
 }
 
 
@@ -45,20 +59,17 @@ class EngineChoice:
         return f"quantized engine: {self.engine} ({self.reason}); supported here: {list(self.supported)}"
 
 
-def cpu_family(machine: str) -> str:
-    """Map ``platform.machine()`` to ``x86``, ``arm`` or ``other``."""
-    m = machine.lower()
-    if m in {"x86_64", "amd64", "i386", "i686", "x86"}:
-        return "x86"
-    if m.startswith(("arm", "aarch64")):
-        return "arm"
-    return "other"
+def platform_key(machine: str, system: str) -> str:
+    """The ``PREFERENCES`` row for ``platform.machine()`` and ``sys.platform``: x86, linux-arm, arm or other."""
+    family = cpu.family({"machine": machine})
+    return "linux-arm" if family == "arm" and system.startswith("linux") else family
 
 
-def choose_engine(supported, machine: str, override: str | None = None) -> EngineChoice:
+def choose_engine(supported, machine: str, override: str | None = None, system: str = sys.platform) -> EngineChoice:
     """Decide which engine to use. Pure: it only looks at its arguments.
 
     ``supported`` is what ``torch.backends.quantized.supported_engines`` returns; ``none`` is not an engine.
+    ``system`` is ``sys.platform``: on ARM the best engine differs between Linux and macOS.
     """
     supported = tuple(supported)
     usable = [e for e in supported if e != "none"]
@@ -76,19 +87,19 @@ def choose_engine(supported, machine: str, override: str | None = None) -> Engin
             "x86-64 and qnnpack on ARM: `pip install torch==2.13.0`. A custom build needs USE_FBGEMM=1 or "
             "USE_PYTORCH_QNNPACK=1."
         )
-    family = cpu_family(machine)
-    for engine in PREFERENCES[family]:
+    key = platform_key(machine, system)
+    order = PREFERENCES[key]
+    for rank, engine in enumerate(order):
         if engine in usable:
-            rank = PREFERENCES[family].index(engine)
-            why = "first choice" if rank == 0 else f"fallback #{rank} ({', '.join(PREFERENCES[family][:rank])} missing)"
-            return EngineChoice(engine, f"{why} for {family} CPUs ({machine})", supported, machine)
-    return EngineChoice(usable[0], f"only usable engine on {machine}", supported, machine)
+            why = "first choice" if rank == 0 else f"fallback #{rank} ({', '.join(order[:rank])} missing)"
+            return EngineChoice(engine, f"{why} on {machine} ({system}): {WHY_FIRST[key]}", supported, machine)
+    return EngineChoice(usable[0], f"only usable engine on {machine} ({system})", supported, machine)
 
 
 def select_engine(override: str | None = None, verbose: bool = False) -> EngineChoice:
     """Choose an engine for this machine, activate it and return the choice."""
     override = override or os.environ.get(ENGINE_ENV_VAR) or None
-    choice = choose_engine(torch.backends.quantized.supported_engines, platform.machine(), override)
+    choice = choose_engine(torch.backends.quantized.supported_engines, platform.machine(), override, sys.platform)
     torch.backends.quantized.engine = choice.engine
     if verbose:
         print(choice)
@@ -174,29 +185,3 @@ def simulate_build(supported=NOTES_BUILD["supported"], active: str = NOTES_BUILD
         torch.backends.quantized = real_backend
         setattr(torch.ops.quantized, "linear_prepack", real_prepack)
         real_backend.engine = active_before
-
-#: The CPU features that decide int8 and bf16 speed, in the order every printout lists them (the setup cell's and the
-#: bench's): AVX2, AVX-512, the VNNI int8 dot products, AVX-512 BF16, Intel AMX tiles, and ARM's NEON.
-NOTABLE_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16", "neon/asimd")
-#: Where a key above is not the name ``/proc/cpuinfo`` uses.
-_CPUINFO_NAMES = {"neon/asimd": "asimd"}
-
-
-def cpu_features(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, bool | str]:
-    """The CPU features that decide int8 and bf16 speed (``NOTABLE_CPU_FLAGS``), plus the machine and the SIMD level
-    torch dispatches to.
-
-    ``cpuinfo`` is the file to read the flags from (``/proc/cpuinfo``; tests pass a fake one). Where it is
-    missing (macOS, Windows) every flag reads False.
-    """
-    flags: set[str] = set()
-    try:
-        with open(cpuinfo) as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    return {"machine": platform.machine(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            **{key: _CPUINFO_NAMES.get(key, key) in flags for key in NOTABLE_CPU_FLAGS}}

@@ -21,7 +21,7 @@ ignore the variable, which is why the child uses ``onednn``.
 
 Reading your own CPU against the table
 --------------------------------------
-The setup cell of every notebook prints this machine's flags (``helpers.engine.cpu_features()``). Elsewhere:
+The setup cell of every notebook prints this machine's flags (``helpers.cpu.features()``). Elsewhere:
 Linux ``grep -o -w -E 'avx2|avx512f|avx512_vnni|avx_vnni|avx512_bf16|amx_int8' /proc/cpuinfo | sort -u``;
 macOS (Intel) ``sysctl -a | grep machdep.cpu``; Windows: Sysinternals ``coreinfo``. Then:
 
@@ -33,8 +33,8 @@ macOS (Intel) ``sysctl -a | grep machdep.cpu``; Windows: Sysinternals ``coreinfo
 - ``avx512f`` without ``avx512_vnni`` (Intel Skylake-SP Xeons): the AVX512_CORE row.
 - ``avx2`` only (most CPUs from 2013 to 2019, AMD Zen 1 to 3): the AVX2 row -- int8 buys far less speed there;
   its gain is mostly the 4x smaller weights.
-- ARM and Apple silicon: none of these rows apply; PyTorch's engine there is ``qnnpack`` (and the ARM ``dotprod``
-  / ``i8mm`` flags play VNNI's role).
+- ARM and Apple silicon: none of these rows apply (``isa_sensitivity`` returns no rows there, with the reason);
+  the ARM ``asimddp`` (dot product) and ``i8mm`` flags play VNNI's role.
 """
 
 from __future__ import annotations
@@ -42,13 +42,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
-from typing import Iterable
+from typing import Iterable, Mapping
 
+from . import cpu
 from .paths import PROJECT_ROOT
 
 ISA_ENV_VAR = "ONEDNN_MAX_CPU_ISA"
@@ -110,6 +110,15 @@ class IsaRow:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "shape": list(self.shape), "speedup": self.speedup}
+
+
+class IsaRows(list):
+    """What ``isa_sensitivity`` returns: a list of ``IsaRow``, one per ISA; on a CPU where the caps do not apply, an
+    empty list whose ``skipped`` says why (None when the rows were measured)."""
+
+    def __init__(self, rows: Iterable[IsaRow] = (), skipped: str | None = None):
+        super().__init__(rows)
+        self.skipped = skipped
 
 
 def normalize_isa(isa: str) -> str:
@@ -182,22 +191,11 @@ def _capture_onednn_verbose(fn) -> str:
 
 
 def _paired_latency(first, second, runs: int, warmup: int):
-    """Time two calls alternately on 1 thread (a drifting load hits both alike); a ``Latency`` for each."""
-    import time
-
-    import torch
-
+    """Time two calls in turn on 1 thread (``measure.round_robin``: a drifting load hits both alike)."""
     from . import measure
 
-    times: tuple[list[float], list[float]] = ([], [])
-    with measure.num_threads(1) as threads, torch.inference_mode():
-        for i in range(warmup + runs):
-            for fn, out in ((first, times[0]), (second, times[1])):
-                start = time.perf_counter()
-                fn()
-                if i >= warmup:
-                    out.append((time.perf_counter() - start) * 1e3)
-    return measure.summarize(times[0], threads), measure.summarize(times[1], threads)
+    timed = measure.round_robin({"first": first, "second": second}, runs=runs, warmup=warmup, threads=1)
+    return timed.latencies["first"], timed.latencies["second"]
 
 
 def child_main(shape: tuple[int, int, int], runs: int, warmup: int) -> dict:
@@ -280,12 +278,14 @@ def run_child(isa: str, shape: tuple[int, int, int] = DEFAULT_SHAPE, runs: int =
 
 def isa_sensitivity(isas: Iterable[str] = ("DEFAULT", "AVX512_CORE", "AVX2"),
                     shape: tuple[int, int, int] = DEFAULT_SHAPE, runs: int = 5, warmup: int = 2,
-                    timeout_s: float = 120.0) -> list[IsaRow]:
+                    timeout_s: float = 120.0, features: Mapping[str, object] | None = None) -> IsaRows:
     """fp32 vs dynamic int8 (onednn engine) of one Linear, 1 thread, under each ``ONEDNN_MAX_CPU_ISA`` cap.
 
     One child process per ISA, run one after the other (``run_child``); ``shape`` = (tokens, in_features,
     out_features). Every ISA name is checked before any child starts. Each row says which ISA oneDNN reported, so
-    a cap the CPU cannot reach shows up as ``capped=True`` rather than as a mislabelled number."""
+    a cap the CPU cannot reach shows up as ``capped=True`` rather than as a mislabelled number. The caps are x86
+    instruction sets: on another CPU (``features``, default ``helpers.cpu.features()``) no child starts and the
+    result is empty, with the reason in ``skipped``."""
     names = [normalize_isa(isa) for isa in isas]
     if not names:
         raise ValueError("no ISA to measure: pass at least one, e.g. isas=('DEFAULT', 'AVX2')")
@@ -293,10 +293,11 @@ def isa_sensitivity(isas: Iterable[str] = ("DEFAULT", "AVX512_CORE", "AVX2"),
         raise ValueError(f"shape must be three positive integers (tokens, in_features, out_features), got {shape!r}")
     if runs < 1 or warmup < 0:
         raise ValueError(f"need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
-    if platform.machine().lower() not in {"x86_64", "amd64"}:
-        raise RuntimeError(f"{ISA_ENV_VAR} caps oneDNN's x86 instruction sets; this is a {platform.machine()} "
-                           f"machine, where PyTorch's int8 engine is qnnpack and the table does not apply")
-    return [run_child(isa, shape, runs, warmup, timeout_s) for isa in names]
+    features = cpu.features() if features is None else features
+    if not cpu.is_x86(features):
+        return IsaRows(skipped=f"{ISA_ENV_VAR} caps x86 instruction sets; this CPU is {features.get('machine')}, "
+                               "so the table does not apply here")
+    return IsaRows(run_child(isa, shape, runs, warmup, timeout_s) for isa in names)
 
 
 def _main(argv: list[str] | None = None) -> None:
@@ -310,7 +311,10 @@ def _main(argv: list[str] | None = None) -> None:
     if args.child:
         print(RESULT_MARKER + json.dumps(child_main(tuple(args.shape), args.runs, args.warmup)), flush=True)
         return
-    for row in isa_sensitivity(args.isas.split(","), tuple(args.shape), args.runs, args.warmup):
+    rows = isa_sensitivity(args.isas.split(","), tuple(args.shape), args.runs, args.warmup)
+    if rows.skipped:
+        print(f"not measured: {rows.skipped}")
+    for row in rows:
         print(f"{row.isa_requested:12s} oneDNN used: {row.isa_reported} (kernel {row.int8_kernel}"
               f"{', capped' if row.capped else ''})  fp32 {row.fp32_ms:.1f} ms  int8 {row.int8_ms:.1f} ms  "
               f"speedup {row.speedup:.2f}x")

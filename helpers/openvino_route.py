@@ -38,8 +38,7 @@ import numpy as np
 import torch
 
 from . import data as data_mod
-from . import finetune, measure
-from .engine import cpu_features
+from . import cpu, finetune, measure
 # Re-exported (the ``name as name`` form marks it for linters): every OpenVINO helper is reachable from this module.
 from .openvino_cache import (cached_model as cached_model, entry_key as entry_key, entry_meta as entry_meta,
                              model_bytes as model_bytes, weights_fingerprint as weights_fingerprint)
@@ -92,14 +91,6 @@ def import_nncf():
 
 
 # --- the CPU's bf16 support and the plugin's default precision ------------------------------------------------
-
-def bf16_available(features: Mapping[str, object] | None = None) -> bool:
-    """True if the CPU has native bf16 arithmetic (AVX-512 BF16 or AMX-BF16), from ``helpers.engine.cpu_features()``.
-
-    Only then does ``INFERENCE_PRECISION_HINT="bf16"`` run bf16; elsewhere OpenVINO keeps f32."""
-    features = cpu_features() if features is None else features
-    return bool(features.get("avx512_bf16") or features.get("amx_bf16"))
-
 
 def precision_name(value) -> str:
     """An ``ov.Type`` or a string (``"f32"``, ``"float32"``, ``"bf16"``, ...) as the hint's short name."""
@@ -351,8 +342,8 @@ def compile_classifier(model_or_path, precision: str = "f32", threads: int | Non
     if got != precision:
         raise OpenVinoRouteError(
             f"asked OpenVINO for {precision} but the compiled model runs {got}: this CPU has no native {precision} "
-            f"(bf16_available() is {bf16_available()}; it needs AVX-512 BF16 or AMX). Use precision='f32' here, or "
-            "skip the bf16 route on this machine.")
+            f"(helpers.cpu.has_native_bf16 says {cpu.has_native_bf16(cpu.features())}; it needs AVX-512 BF16 or "
+            "AMX). Use precision='f32' here, or skip the bf16 route on this machine.")
     return compiled
 
 

@@ -113,24 +113,15 @@ def export(model: nn.Module, example: dict[str, torch.Tensor] | Sequence[torch.T
 
 # --- 3: the quantizer -------------------------------------------------------------------------------------------
 
-def has_vnni(features: dict | None = None) -> bool:
-    """Whether the CPU has an int8 dot-product instruction (AVX-512 VNNI, AVX-VNNI or AMX), from
-    ``helpers.engine.cpu_features()`` unless ``features`` is given."""
-    from .engine import cpu_features
-
-    features = features if features is not None else cpu_features()
-    return any(features.get(k) for k in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
 def quantization_config(dynamic: bool = False, observer: str = "histogram", reduce_range: bool = False):
     """``get_default_x86_inductor_quantization_config(is_dynamic=dynamic, reduce_range=reduce_range)``, with the
     activation observer swapped for ``MinMaxObserver`` when ``observer="minmax"`` (static only: a dynamic config
     has no observer to swap; its activation scale is computed on every call).
 
     ``reduce_range=True`` quantizes activations to 7 bits (0..127). torchao advises it for CPUs without VNNI
-    (``has_vnni``): there oneDNN's int8 GEMM multiplies u8 x s8 pairs with ``vpmaddubsw``, which adds two
-    products into a *saturating* int16, so with 8-bit activations the compiled program can drift from what the
-    converted graph describes. Whether the lost bit or the occasional saturation costs more depends on the model:
+    (``helpers.cpu.has_int8_dot``): there oneDNN's int8 GEMM multiplies u8 x s8 pairs with ``vpmaddubsw``, which
+    adds two products into a *saturating* int16, so with 8-bit activations the compiled program can drift from what
+    the converted graph describes. Whether the lost bit or the occasional saturation costs more depends on the model:
     measure both on validation. The default is torchao's, 8 bits."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
     from torchao.quantization.pt2e.observer import MinMaxObserver

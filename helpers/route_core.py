@@ -7,12 +7,12 @@ build on these; notebooks reach all of them through ``helpers.routes``.
 **CPU capabilities.** Some routes have a fast kernel only on some CPUs, and fall back to generic code elsewhere that
 is hundreds of times slower (a MiniLM forward at batch 32 x seq 128 then takes minutes):
 
-- ``"bf16"``: bf16 matmuls need AVX-512 BF16 or AMX-BF16 (``helpers.openvino_route.bf16_available``);
+- ``"bf16"``: bf16 matmuls need native bf16: AVX-512 BF16 or AMX-BF16, ARM BF16 (``helpers.cpu.has_native_bf16``);
 - ``"int8-dot"``: ``torch._int_mm`` (torchao's dynamic int8) needs an int8 dot-product instruction: AVX-512 VNNI,
-  AVX-VNNI or AMX (``helpers.pt2e.has_vnni``). fbgemm, oneDNN, ONNX Runtime and OpenVINO have AVX2 int8 kernels
-  and need nothing.
+  AVX-VNNI, AMX, ARM dotprod or i8mm (``helpers.cpu.has_int8_dot``). fbgemm, oneDNN, ONNX Runtime and OpenVINO
+  have AVX2 int8 kernels and need nothing.
 
-``missing_capability(route)`` reads the flags of ``helpers.engine.cpu_features()`` and says why a route would be
+``missing_capability(route)`` reads the flags of ``helpers.cpu.features()`` and says why a route would be
 pathologically slow here, or returns None; the bench skips such a route with that reason.
 """
 
@@ -25,16 +25,16 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from . import finetune
+from . import cpu, finetune
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 #: What each capability needs, in words (the reason a route is skipped without it).
 CAPABILITIES = {
-    "bf16": "native bf16 arithmetic (avx512_bf16 or amx_bf16 flag): bf16 matmuls would run in generic code, minutes "
-            "per batch (and OpenVINO would refuse the bf16 hint)",
-    "int8-dot": "an int8 dot-product instruction (avx512_vnni, avx_vnni or amx_int8 flag): torch._int_mm would run in "
-                "generic code, minutes per batch",
+    "bf16": "native bf16 arithmetic (avx512_bf16, amx_bf16 or ARM bf16 flag): bf16 matmuls would run in generic "
+            "code, minutes per batch (and OpenVINO would refuse the bf16 hint)",
+    "int8-dot": "an int8 dot-product instruction (avx512_vnni, avx_vnni, amx_int8, or ARM asimddp or i8mm flag): "
+                "torch._int_mm would run in generic code, minutes per batch",
 }
 
 
@@ -91,26 +91,20 @@ class Route:
         return is_int8_precision(self.precision)
 
 
+#: How each capability is read from a ``helpers.cpu.features()`` mapping.
+CAPABILITY_CHECKS = {"bf16": cpu.has_native_bf16, "int8-dot": cpu.has_int8_dot}
+
+
 def has_capability(capability: str, features: Mapping[str, object]) -> bool:
-    """Whether the CPU described by ``features`` (``helpers.engine.cpu_features()``) has ``capability``:
-    ``helpers.openvino_route.bf16_available`` for "bf16", ``helpers.pt2e.has_vnni`` for "int8-dot"."""
-    if capability == "bf16":
-        from .openvino_route import bf16_available
-
-        return bf16_available(features)
-    if capability == "int8-dot":
-        from .pt2e import has_vnni
-
-        return has_vnni(dict(features))
-    raise ValueError(f"unknown capability {capability!r}; known: {sorted(CAPABILITIES)}")
+    """Whether the CPU described by ``features`` (``helpers.cpu.features()``) has ``capability``."""
+    if capability not in CAPABILITY_CHECKS:
+        raise ValueError(f"unknown capability {capability!r}; known: {sorted(CAPABILITIES)}")
+    return CAPABILITY_CHECKS[capability](features)
 
 
 def missing_capability(route: Route, features: Mapping[str, object] | None = None) -> str | None:
     """Why ``route`` would be pathologically slow on this CPU (the first of its ``needs`` the CPU lacks), or None."""
-    if features is None:
-        from .engine import cpu_features
-
-        features = cpu_features()
+    features = cpu.features() if features is None else features
     for capability in route.needs:
         if not has_capability(capability, features):
             return f"this CPU lacks {CAPABILITIES[capability]}"

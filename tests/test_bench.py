@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from helpers import bench, course, evaluation, measure, routes
+from helpers import bench, course, cpu, evaluation, measure, routes
 from tools import bench as bench_tool
 
 
@@ -334,7 +334,7 @@ def test_profile_ops_names_the_quantized_kernels(ctx):
 
 def test_run_classifier_uses_the_notebook_classifier_skips_and_adds_the_roofline(make_tiny_bert, course_tokenizer,
                                                                                  monkeypatch, capsys):
-    from helpers import data, engine, finetune, roofline
+    from helpers import data, finetune, roofline
 
     model = make_tiny_bert(max_position_embeddings=128)  # the quick grid runs at sequence length 128
     split = data.Split(TEXTS, LABELS, name="test")
@@ -349,7 +349,7 @@ def test_run_classifier_uses_the_notebook_classifier_skips_and_adds_the_roofline
                                            split)
 
     monkeypatch.setattr(finetune, "load_for_notebook", load_for_notebook)
-    monkeypatch.setattr(engine, "cpu_features", lambda: {"avx2": True})  # a CPU without bf16 or VNNI
+    monkeypatch.setattr(cpu, "features", lambda: {"avx2": True})  # a CPU without bf16 or VNNI
     monkeypatch.setattr(bench.ceiling, "measure", lambda points, runs: roofline.measure_peaks(
         ("fp32", "bf16", "int8"), threads=sorted({p.threads for p in points}), shape=(64, 64, 64), runs=1,
         max_call_s=None))
@@ -386,11 +386,12 @@ def test_a_route_the_cpu_lacks_a_capability_for_is_skipped_with_the_reason(ctx):
     without = bench.run_routes(ctx, TEXTS, LABELS, plan, TINY_GRID[:1], runs=1, warmup=0, progress=False,
                                features={"avx2": True})
     row = without.row("needs-bf16")
-    assert row.status == "skipped" and "avx512_bf16 or amx_bf16" in row.error and row.latency == []
+    assert row.status == "skipped" and "avx512_bf16, amx_bf16 or ARM bf16" in row.error and row.latency == []
     with_bf16 = bench.run_routes(ctx, TEXTS, LABELS, plan, TINY_GRID[:1], runs=1, warmup=0, progress=False,
                                  features={"avx512_bf16": True})
     assert with_bf16.row("needs-bf16").status == "ok"
     assert routes.has_capability("int8-dot", {"avx_vnni": True}) and not routes.has_capability("int8-dot", {})
+    assert routes.has_capability("int8-dot", {"asimddp": True}) and routes.has_capability("bf16", {"bf16": True})
     with pytest.raises(ValueError, match="unknown capability"):
         routes.has_capability("fp8", {})
 
@@ -484,7 +485,7 @@ def test_isa_sensitivity_is_recorded_or_its_error_is(monkeypatch, ctx):
     from helpers import isa
 
     row = isa.IsaRow("AVX2", "Intel AVX2", False, "gemm:jit", 10.0, 4.0, 1.0, 0.5, 1, (64, 64, 64), 3)
-    monkeypatch.setattr(isa, "isa_sensitivity", lambda runs, timeout_s: [row])
+    monkeypatch.setattr(isa, "isa_sensitivity", lambda runs, timeout_s: isa.IsaRows([row]))
     assert bench.ceiling.isa_record(runs=3) == {"rows": [row.as_dict()]}
     run = bench.run_routes(ctx, TEXTS, LABELS, [routes.registry()["fp32"]], TINY_GRID[:1], runs=1, warmup=0,
                            progress=False)
@@ -496,6 +497,9 @@ def test_isa_sensitivity_is_recorded_or_its_error_is(monkeypatch, ctx):
         raise isa.IsaProbeError("the AVX2 child failed with exit status 1\nmore")
     monkeypatch.setattr(isa, "isa_sensitivity", fails)
     assert bench.ceiling.isa_record(runs=3) == {"error": "IsaProbeError: the AVX2 child failed with exit status 1"}
+    skipped = "ONEDNN_MAX_CPU_ISA caps x86 instruction sets; this CPU is aarch64"
+    monkeypatch.setattr(isa, "isa_sensitivity", lambda runs, timeout_s: isa.IsaRows(skipped=skipped))
+    assert bench.ceiling.isa_record(runs=3) == {"error": skipped}  # on ARM: a reason, not a KeyError in the report
 
 
 def test_cli_list(capsys):
@@ -511,11 +515,12 @@ def test_environment_description_names_versions_threads_and_the_notable_flags():
     assert set(env) == {"versions", "cpu", "threads", "quantized_engine", "platform"}
     assert list(env["versions"])[:2] == ["python", "torch"] and set(course.VERSIONED) <= set(env["versions"])
     assert env["versions"]["torch"] == torch.__version__
-    fake = {**env, "cpu": {"machine": "x86_64", "torch_cpu_capability": "AVX512", "avx2": True, "avx512_bf16": True,
-                           "amx_int8": False, "neon/asimd": False}}
+    fake = {**env, "cpu": {"machine": "x86_64", "os": "linux", "torch_cpu_capability": "AVX512", "avx2": True,
+                           "avx512_bf16": True, "amx_int8": False, "asimd": False}}
     text = course.describe_environment(fake)
     assert "threads: torch intra-op" in text and "torchao" in text and "onnxruntime" in text
-    assert "features: avx2, avx512_bf16\n" in text  # only the flags the CPU has, in NOTABLE_CPU_FLAGS order
+    assert "\n" + cpu.describe(fake["cpu"]) + "\n" in text  # helpers.cpu's line
+    assert "features: avx2, avx512_bf16\n" in text  # only the flags the CPU has, in cpu.NOTABLE_FLAGS order
     assert course.describe_environment({**fake, "cpu": {"machine": "arm64"}}).count("none of note") == 1
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig
 
-from helpers import checks, deprecations, engine, lstm, measure
+from helpers import checks, cpu, deprecations, lstm, measure
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +28,7 @@ def _verdict(capsys, name):
 
 def good_pick(supported, machine):
     usable = [e for e in supported if e != "none"]
-    order = ("x86", "fbgemm", "onednn", "qnnpack") if engine.cpu_family(machine) == "x86" else ("qnnpack", "onednn")
+    order = ("x86", "fbgemm", "onednn", "qnnpack") if cpu.is_x86({"machine": machine}) else ("qnnpack", "onednn")
     for candidate in order:
         if candidate in usable:
             return candidate

@@ -4,22 +4,32 @@ import torch
 from helpers import engine
 
 
-@pytest.mark.parametrize("supported, machine, expected", [
-    (["qnnpack", "onednn", "x86", "fbgemm"], "x86_64", "x86"),
-    (["qnnpack", "fbgemm"], "x86_64", "fbgemm"),          # older builds without the x86 engine
-    (["qnnpack", "none"], "arm64", "qnnpack"),            # macOS on Apple silicon
-    (["qnnpack", "onednn", "none"], "aarch64", "qnnpack"),  # Linux aarch64
-    (["none", "qnnpack"], "AMD64", "qnnpack"),            # x86 with only qnnpack: the last resort
+@pytest.mark.parametrize("supported, machine, system, expected", [
+    (["qnnpack", "onednn", "x86", "fbgemm"], "x86_64", "linux", "x86"),
+    (["qnnpack", "fbgemm"], "x86_64", "linux", "fbgemm"),              # older builds without the x86 engine
+    (["qnnpack", "onednn", "x86", "fbgemm"], "AMD64", "win32", "x86"),  # Windows
+    (["qnnpack", "none"], "arm64", "darwin", "qnnpack"),                # macOS on Apple silicon
+    (["qnnpack", "onednn", "none"], "arm64", "darwin", "qnnpack"),      # ... even where onednn is listed
+    (["qnnpack", "onednn", "none"], "aarch64", "linux", "onednn"),      # Linux aarch64: oneDNN + Arm Compute Library
+    (["qnnpack", "none"], "aarch64", "linux", "qnnpack"),               # ... a build without it
+    (["none", "qnnpack"], "AMD64", "win32", "qnnpack"),                 # x86 with only qnnpack: the last resort
 ])
-def test_choose_engine_per_platform(supported, machine, expected):
-    choice = engine.choose_engine(supported, machine)
+def test_choose_engine_per_platform(supported, machine, system, expected):
+    choice = engine.choose_engine(supported, machine, system=system)
     assert choice.engine == expected
-    assert machine in choice.reason
+    assert machine in choice.reason and system in choice.reason
+
+
+def test_the_reason_says_why_the_engine_is_the_right_one_there():
+    reason = engine.choose_engine(["qnnpack", "onednn", "none"], "aarch64", system="linux").reason
+    assert reason.startswith("first choice on aarch64 (linux): onednn (Arm Compute Library) is PyTorch's fast "
+                             "dynamic int8 Linear on Linux aarch64")
+    assert "Apple silicon" in engine.choose_engine(["qnnpack", "none"], "arm64", system="darwin").reason
 
 
 def test_fallback_reason_names_what_is_missing():
-    choice = engine.choose_engine(["qnnpack", "fbgemm"], "x86_64")
-    assert "fallback" in choice.reason and "x86" in choice.reason
+    choice = engine.choose_engine(["qnnpack", "fbgemm"], "x86_64", system="linux")
+    assert choice.reason.startswith("fallback #1 (x86 missing) on x86_64 (linux)")
 
 
 @pytest.mark.parametrize("supported", [[], ["none"]])
@@ -65,29 +75,6 @@ def test_select_engine_env_override(monkeypatch):
         assert engine.select_engine().engine == "qnnpack"
     finally:
         torch.backends.quantized.engine = before
-
-
-def test_cpu_features_keys():
-    feats = engine.cpu_features()
-    for key in ("avx2", "avx512_vnni", "amx_int8", "machine", "torch_cpu_capability"):
-        assert key in feats
-
-
-def test_cpu_features_from_a_faked_cpuinfo(tmp_path):
-    fake = tmp_path / "cpuinfo"
-    fake.write_text("processor\t: 0\nmodel name\t: Fake Xeon\n"
-                    "flags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8 amx_tile\n\n"
-                    "processor\t: 1\nflags\t\t: fpu sse2\n")
-    feats = engine.cpu_features(fake)
-    assert set(feats) == {"machine", "torch_cpu_capability", *engine.NOTABLE_CPU_FLAGS}
-    assert feats["avx2"] and feats["avx512_vnni"] and feats["avx512_bf16"] and feats["amx_int8"] and feats["amx_bf16"]
-    assert not feats["avx_vnni"] and not feats["neon/asimd"]
-    arm = tmp_path / "cpuinfo-arm"
-    arm.write_text("processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n")
-    feats = engine.cpu_features(arm)
-    assert feats["neon/asimd"] and not feats["avx2"] and not feats["amx_int8"]
-    assert not any(v for k, v in engine.cpu_features(tmp_path / "missing").items()
-                   if k not in ("machine", "torch_cpu_capability"))
 
 
 def test_using_restores_and_rejects_unknown():

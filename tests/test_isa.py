@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import engine, isa
+from helpers import cpu, isa
 from helpers.paths import PROJECT_ROOT
 
 SMALL = dict(shape=(128, 64, 128), runs=3, warmup=1)
@@ -28,7 +28,7 @@ def _missing_isa(features) -> str | None:
 def measured():
     """One run of the real children: DEFAULT, AVX2, an ISA this CPU lacks (if any) and, on a CPU without VNNI
     (where DEFAULT may be AVX2 itself), AVX: a cap below the CPU that must show in the reported ISA."""
-    features = engine.cpu_features()
+    features = cpu.features()
     missing = _missing_isa(features)
     extra = ((missing,) if missing else ()) + (() if features["avx512_vnni"] else ("AVX",))
     rows = isa.isa_sensitivity(("DEFAULT", "AVX2") + extra, **SMALL)
@@ -45,7 +45,7 @@ def test_children_run_and_report(measured):
         assert row.int8_kernel  # the int8 matmul oneDNN ran
         assert row.as_dict()["speedup"] == pytest.approx(row.speedup)
     assert rows["DEFAULT"].capped is None
-    if engine.cpu_features()["avx2"]:
+    if cpu.features()["avx2"]:
         assert isa.reported_isa_name(rows["AVX2"].isa_reported) == "AVX2" and rows["AVX2"].capped is False
 
 
@@ -59,7 +59,7 @@ def test_an_isa_the_cpu_lacks_is_capped_to_what_it_has(measured):
 
 def test_avx2_cap_differs_from_the_default_on_a_vnni_cpu(measured):
     rows, _ = measured
-    if not engine.cpu_features()["avx512_vnni"]:
+    if not cpu.features()["avx512_vnni"]:
         pytest.skip("this CPU lacks avx512_vnni, so oneDNN's default ISA may be AVX2 itself")
     assert rows["AVX2"].isa_reported != rows["DEFAULT"].isa_reported
     assert "DL Boost" in rows["DEFAULT"].isa_reported  # oneDNN's name for VNNI
@@ -69,7 +69,7 @@ def test_a_cap_below_a_cpu_without_vnni_takes_effect(measured):
     rows, _ = measured
     if "AVX" not in rows:
         pytest.skip("on a VNNI CPU the AVX2 row already differs from DEFAULT (the test above)")
-    if not engine.cpu_features()["avx2"]:
+    if not cpu.features()["avx2"]:
         pytest.skip("this CPU lacks AVX2, so AVX may be its default")
     assert isa.reported_isa_name(rows["AVX"].isa_reported) == "AVX" and rows["AVX"].capped is False
     assert rows["AVX"].isa_reported != rows["DEFAULT"].isa_reported
@@ -111,6 +111,27 @@ def test_bad_isa_names_are_refused_before_any_child_starts(monkeypatch):
     with pytest.raises(ValueError, match="three positive integers"):
         isa.isa_sensitivity(("AVX2",), shape=(128, 64))
     assert isa.normalize_isa(" avx512_core ") == "AVX512_CORE"
+
+
+def test_a_non_x86_cpu_gets_no_rows_and_the_reason_and_no_child(monkeypatch):
+    def no_child(*args, **kwargs):
+        raise AssertionError("a child was started on a CPU where ONEDNN_MAX_CPU_ISA does not apply")
+
+    monkeypatch.setattr(subprocess, "run", no_child)
+    graviton = cpu.features(cpuinfo_text="Features\t: fp asimd asimddp i8mm bf16 sve\n", torch_checks={},
+                            torch_capability="SVE256", system="linux", machine="aarch64")
+    rows = isa.isa_sensitivity(features=graviton)
+    assert list(rows) == [] and rows.skipped.startswith("ONEDNN_MAX_CPU_ISA caps x86 instruction sets; this CPU "
+                                                        "is aarch64")
+    with pytest.raises(ValueError, match="'AVX3' is not an ONEDNN_MAX_CPU_ISA value"):  # names are still checked
+        isa.isa_sensitivity(("AVX3",), features=graviton)
+
+
+def test_the_command_line_prints_the_reason_on_a_non_x86_cpu(monkeypatch, capsys):
+    monkeypatch.setattr(isa.cpu, "features", lambda: {"machine": "arm64", "os": "darwin"})
+    isa._main([])
+    assert capsys.readouterr().out == ("not measured: ONEDNN_MAX_CPU_ISA caps x86 instruction sets; this CPU is "
+                                       "arm64, so the table does not apply here\n")
 
 
 def _fake_child(monkeypatch, code: str):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import data, finetune
+from helpers import cpu, data, finetune
 from helpers import openvino_route as ovr
 
 pytest.importorskip("openvino")
@@ -170,7 +170,7 @@ def test_precision_hint_is_honoured(fp32_xml):
     compiled = ovr.compile_classifier(fp32_xml, "f32", threads=1)
     assert ovr.precision_name(compiled.get_property("INFERENCE_PRECISION_HINT")) == "f32"
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
-    if ovr.bf16_available():
+    if cpu.has_native_bf16(cpu.features()):
         compiled = ovr.compile_classifier(fp32_xml, "bf16", threads=1)
         assert ovr.precision_name(compiled.get_property("INFERENCE_PRECISION_HINT")) == "bf16"
     else:  # OpenVINO would quietly run f32: refused, with the reason
@@ -181,14 +181,15 @@ def test_precision_hint_is_honoured(fp32_xml):
 def test_default_precision_follows_the_cpu():
     default = ovr.default_precision_hint()
     assert default in ("f32", "bf16")
-    if not ovr.bf16_available():
+    if not cpu.has_native_bf16(cpu.features()):
         assert default == "f32"
 
 
-def test_bf16_available_reads_the_cpu_flags():
-    assert ovr.bf16_available({"avx512_bf16": True, "amx_bf16": False})
-    assert ovr.bf16_available({"avx512_bf16": False, "amx_bf16": True})
-    assert not ovr.bf16_available({"avx512_bf16": False, "amx_bf16": False, "avx512_vnni": True})
+def test_native_bf16_reads_the_cpu_flags():
+    assert cpu.has_native_bf16({"avx512_bf16": True, "amx_bf16": False})
+    assert cpu.has_native_bf16({"avx512_bf16": False, "amx_bf16": True})
+    assert cpu.has_native_bf16({"bf16": True})  # ARM FEAT_BF16 (Graviton 3, Apple M2)
+    assert not cpu.has_native_bf16({"avx512_bf16": False, "amx_bf16": False, "avx512_vnni": True})
 
 
 def test_runner_takes_numpy_or_torch_and_batches_in_order(tiny, fp32_xml):

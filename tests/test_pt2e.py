@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from helpers import pt2e
+from helpers import cpu, pt2e
 
 TEXTS = ["a fine film", "dull and long", "I loved every minute of it", "a waste of time", "not bad at all",
          "great cast, weak plot", "the best film this year", "boring", "I laughed and cried", "never again",
@@ -151,8 +151,9 @@ def test_quantization_config_observers():
 
 
 def test_vnni_detection_and_reduce_range():
-    assert pt2e.has_vnni({"avx2": True, "avx512_vnni": True}) and pt2e.has_vnni({"avx_vnni": True})
-    assert not pt2e.has_vnni({"avx2": True, "avx512f": True})
+    assert cpu.has_int8_dot({"avx2": True, "avx512_vnni": True}) and cpu.has_int8_dot({"avx_vnni": True})
+    assert all(cpu.has_int8_dot({flag: True}) for flag in ("amx_int8", "asimddp", "i8mm"))
+    assert not cpu.has_int8_dot({"avx2": True, "avx512f": True}) and not cpu.has_int8_dot({"asimd": True})
     assert pt2e.quantization_config().input_activation.quant_max == 255  # torchao's default: 8-bit activations
     for observer in pt2e.OBSERVERS:
         assert pt2e.quantization_config(observer=observer, reduce_range=True).input_activation.quant_max == 127
@@ -231,7 +232,7 @@ def test_smoothquant_keeps_the_fp32_function_and_flattens_channel_peaks(tiny, ba
 
 def test_build_static_int8_compiles_and_matches_the_converted_graph(tiny, batches):
     # without VNNI, 8-bit activations can saturate oneDNN's int16 pair sums; 7 bits make the kernels exact
-    built = pt2e.build_static_int8(tiny, batches, reduce_range=not pt2e.has_vnni())
+    built = pt2e.build_static_int8(tiny, batches, reduce_range=not cpu.has_int8_dot(cpu.features()))
     assert built.shape == (BATCH, SEQ) and built.calibration_batches == len(batches)
     assert built.size_bytes > 0 and built.compile_seconds > 0
     with torch.no_grad():

@@ -10,7 +10,7 @@ from typing import Sequence
 
 import torch
 
-from .. import course, deprecations, engine, evaluation, finetune, measure, routes as routes_mod
+from .. import course, cpu, deprecations, engine, evaluation, finetune, measure, peaks, routes as routes_mod
 from . import ceiling
 from .reading import evaluate_target
 from .schema import TARGET, BenchRun, LatencyPoint, Point, RouteResult
@@ -151,7 +151,7 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
                split: str = "test", eval_batch: int = evaluation.EVAL_BATCH_SIZE) -> BenchRun:
     """Measure ``route_list`` on every grid point; ``route_list`` must start with fp32 if speedups are wanted.
     ``skipped`` routes become rows with ``status="skipped"`` and the reason, and so does every route whose
-    ``needs`` the CPU lacks (``routes.missing_capability`` on ``features``, default ``engine.cpu_features()``).
+    ``needs`` the CPU lacks (``routes.missing_capability`` on ``features``, default ``helpers.cpu.features()``).
     ``budget_s`` caps each stage of a route (see ``bench_route``), except fp32 eager's: every comparison needs it."""
     from tqdm.auto import tqdm
 
@@ -162,7 +162,7 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
     if len(test_texts) != len(test_labels) or not test_texts:
         raise ValueError(f"need as many test labels as texts (and at least one): {len(test_texts)} texts, "
                          f"{len(test_labels)} labels")
-    features = engine.cpu_features() if features is None else features
+    features = cpu.features() if features is None else features
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.perf_counter()
     rows, reference = [], None
@@ -252,5 +252,6 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
                      skipped=skipped, progress=progress, budget_s=budget_s,
                      settings={"quick": quick, "smoke_classifier": smoke, "classifier": finetune.entry_dir(clf.config).name})
     if with_roofline:
-        run.roofline = ceiling.record(run, clf.model.config, ceiling.measure(points, runs=runs))
+        run.roofline = ceiling.record(run, clf.model.config, ceiling.measure(points, runs=runs),
+                                      bandwidth=peaks.measure_bandwidth())
     return run

@@ -9,7 +9,7 @@ ENGINE_CASES_02 = (
     (("qnnpack", "onednn", "x86", "fbgemm"), "x86_64", ("x86",)),  # torch 2.x on x86-64: qnnpack is listed first
     (("qnnpack", "fbgemm"), "x86_64", ("fbgemm",)),  # an older x86-64 build without the x86 engine
     (("qnnpack", "none"), "arm64", ("qnnpack",)),  # the source notes' machine: macOS on Apple silicon
-    (("qnnpack", "onednn"), "aarch64", ("qnnpack",)),  # Linux on ARM
+    (("qnnpack", "onednn"), "aarch64", ("onednn", "qnnpack")),  # Linux on ARM: onednn (Arm Compute Library) is fast
 )
 #: Builds with no usable engine: a correct pick raises instead of returning "none".
 NO_ENGINE_CASES_02 = (((), "x86_64"), (("none",), "arm64"))

@@ -39,7 +39,7 @@ lab: setup  ## open JupyterLab on the course kernel
 	$(BIN)/jupyter lab notebooks
 
 outputs: setup  ## re-execute the notebooks in place to refresh their committed outputs (FULL=1: workshop settings, as committed); NB=01 for one
-	$(BIN)/python -m tools.run --in-place $(if $(FULL),--full) --kernel $(KERNEL) $(NB)
+	$(BIN)/python -m tools.run --in-place $(if $(FULL),--full) $(if $(FORCE),--force) --kernel $(KERNEL) $(NB)
 
 bench: setup  ## measure every inference route (notebook 06) into build/bench/; QUICK=1 for the reduced CI grid
 	$(BIN)/python -m tools.bench $(if $(QUICK),--quick)

@@ -6,7 +6,8 @@ notebook and no helper imports. One module per concept:
 
 Setup and arithmetic
 - ``course``        the setup cell shared by every notebook (seed, engine, versions, CPU features, results record)
-- ``engine``        choosing the quantized engine (the fix for ``NoQEngine``) and reading the CPU's features
+- ``cpu``           the CPU's int8/bf16 capabilities on every OS (torch's checks, /proc/cpuinfo, sysctl)
+- ``engine``        choosing the quantized engine per CPU and OS (the fix for ``NoQEngine``)
 - ``int8``          scale / zero point, quantize / dequantize and error metrics, by hand
 - ``deprecations``  the two known torch quantization warnings (and two harmless log lines), filtered narrowly
 
@@ -24,9 +25,12 @@ Quantization routes
 - ``bench``         the routes measured side by side in one run, typed results and reading them (notebook 06)
 
 Measuring and reporting
-- ``measure``       size on disk, latency (median and spread), accuracy and agreement
-- ``evaluation``    the evaluation protocol: agreement with fp32 (Wilson interval), McNemar, the target rule
-- ``roofline``      peak matmul throughput per precision, op counts, how close each route gets to the peak
+- ``measure``       size on disk, latency (median and spread), and models timed side by side (``round_robin``)
+- ``machine_load``  how busy the machine is (load per CPU, a calibration matmul's spread): warns and refuses
+- ``evaluation``    the evaluation protocol: agreement with fp32 (Wilson interval), McNemar, paired comparisons of
+                    two variants (``paired_comparison``), the target rule
+- ``roofline``      op and byte counts, and how close each route gets to the lower of its two roofs
+- ``peaks``         the roofs: peak GEMM throughput per precision and form, copy bandwidth, last-level cache size
 - ``isa``           one int8 Linear under capped instruction sets (``ONEDNN_MAX_CPU_ISA``), in child processes
 - ``results``       recording measured figures into build/results/<notebook>.json
 - ``tables``, ``plots``  showing measured rows as tables; plot defaults and ``save_fig`` for the report

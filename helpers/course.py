@@ -14,13 +14,15 @@ import os
 import platform
 import random
 import sys
+import time
 from importlib import metadata
 
 import torch
 
+from . import cpu as cpu_mod
 from . import deprecations
 from . import engine as engine_mod
-from . import measure, results
+from . import machine_load, measure, results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -62,23 +64,18 @@ def thread_settings() -> dict:
 
 
 def environment() -> dict:
-    """What the numbers depend on: versions, CPU features, thread settings, quantized engine and platform."""
-    return {"versions": versions(), "cpu": engine_mod.cpu_features(), "threads": thread_settings(),
+    """What the numbers depend on: versions, CPU features (``helpers.cpu.features``), thread settings, quantized
+    engine and platform."""
+    return {"versions": versions(), "cpu": cpu_mod.features(), "threads": thread_settings(),
             "quantized_engine": torch.backends.quantized.engine, "platform": platform.platform()}
 
 
-def notable_cpu_flags(cpu: dict) -> list[str]:
-    """The ``engine.NOTABLE_CPU_FLAGS`` this CPU has (``cpu`` as returned by ``engine.cpu_features``)."""
-    return [flag for flag in engine_mod.NOTABLE_CPU_FLAGS if cpu.get(flag)]
-
-
 def describe_environment(env: dict) -> str:
-    """``environment()`` in three lines: versions, CPU and its notable features, threads."""
-    cpu, th = env["cpu"], env["threads"]
+    """``environment()`` in three lines: versions, CPU and its notable features (``helpers.cpu.describe``), threads."""
+    th = env["threads"]
     return "\n".join([
         " | ".join(f"{name} {version}" for name, version in env["versions"].items()),
-        f"CPU: {cpu.get('machine')}, torch capability {cpu.get('torch_cpu_capability')}; "
-        f"features: {', '.join(notable_cpu_flags(cpu)) or 'none of note'}",
+        cpu_mod.describe(env["cpu"]),
         f"threads: torch intra-op {th['torch_intra_op']}, inter-op {th['torch_inter_op']}, "
         f"{th['available_cpus']} CPUs available, OMP_NUM_THREADS={th['OMP_NUM_THREADS']}",
     ])
@@ -105,9 +102,18 @@ def setup(notebook: str, smoke: bool = True, seed: int = 0, engine: str | None =
         "smoke": smoke,
         "seed": seed,
     }
-    results.start(notebook, **env)
+    load = machine_load.measure_load()  # how busy the machine is: recorded, so every timing says so
+    results.start(notebook, **env, load=load)
     if verbose:
         print(describe_environment(machine))
         print(choice)
-        print(f"mode: {'SMOKE (quick settings)' if smoke else 'FULL (workshop settings)'}; seed {seed}")
+        cpu = cpu_mod.model_name() or machine["cpu"].get("machine")
+        print(f"mode: {'SMOKE (quick settings)' if smoke else 'FULL (workshop settings)'}; seed {seed}; "
+              f"{time.strftime('%Y-%m-%d')} on {cpu} (torch {machine['cpu'].get('torch_cpu_capability')}); "
+              f"machine {'busy' if load.busy else 'quiet'}")
+        print(results.rerun_time_text(notebook) + ("" if smoke else "; the parameters cell above says SMOKE = True "
+                                                   "for learners: a re-run uses quick settings unless you change it"))
+        if load.busy:
+            print(f"⚠️ the machine is busy ({load.reason}): timings in this run are noisy; re-run on a quiet machine "
+                  "before comparing speeds")
     return env

@@ -6,7 +6,7 @@ Two readings, because each misses something the other sees:
   It sees another job that runs all the time, but lags a minute behind. Windows has no load average: the reading
   is then "unknown", never guessed.
 - the **spread of a calibration kernel**: a fixed fp32 ``torch.mm`` timed ``CALIBRATION_REPEATS`` times (about
-  0.2-0.5 s), ``(p90 - p10) / median``. It sees contention right now, whoever causes it.
+  0.2-0.5 s), the interquartile range over the median. It sees contention right now, whoever causes it.
 
 Our own work is in the load average too: the setup cell's kernel has just imported torch, and ``make outputs``
 has just run the previous notebook on every thread. ``measure_load`` therefore subtracts an estimate of our own
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -34,9 +35,10 @@ from . import measure
 #: below about 0.1 per CPU; one other job that keeps a core busy is 0.25 per CPU on 4 CPUs and 0.5 on 2, and it
 #: already takes a whole core from a timing that runs on all threads (the slowest thread sets the pace).
 LOAD_PER_CPU_LIMIT = 0.25
-#: Busy above this relative spread of the calibration kernel. On a quiet machine a fixed 10-ms matmul repeats
-#: within a few percent (p10-p90 below about 10% of the median); when another job shares the cores some repeats
-#: wait for a time slice and the band widens to several times that (the review found 2.49-1444 ms in one cell).
+#: Busy above this relative spread (interquartile range / median) of the calibration kernel. On a quiet 2-vCPU VM
+#: a fixed 6-10 ms matmul's quartiles sit within about 5-16% of the median (the p10-p90 band is wider, up to ~40%,
+#: from single descheduled repeats, which is why quartiles are used); when another job shares the cores most repeats
+#: wait for a time slice and the quartiles spread to several times that.
 SPREAD_LIMIT = 0.25
 #: The time constant, in seconds, of the kernel's 1-minute load average (an exponentially damped average).
 LOAD_TIME_CONSTANT_S = 60.0
@@ -54,7 +56,7 @@ class MachineLoad:
     threads: int                 # the CPUs torch uses, the denominator of ``load_per_cpu``
     load_per_cpu: float | None   # (load_1min - own_load) / threads, at least 0; None when the load is unknown
     kernel_median_ms: float      # the calibration kernel's median time
-    spread: float                # its (p90 - p10) / median
+    spread: float                # its interquartile range / median
     busy: bool
     reason: str                  # which reading crossed which limit, with the numbers (or why it counts as quiet)
 
@@ -115,18 +117,26 @@ def measure_load(threads: int | None = None, own_load: float | None = None, *,
         raise ValueError(f"need threads >= 1 and repeats >= 3 for a spread, got threads={threads}, repeats={repeats}")
     load_1min = read_load()  # before the kernel runs, so the kernel does not count itself
     own = min(float(threads), own_share(time.process_time()) if own_load is None else max(0.0, own_load))
-    timing = measure.latency(kernel or calibration_kernel(), runs=repeats, warmup=1, threads=threads, clock=clock)
-    spread = (timing.p90_ms - timing.p10_ms) / timing.median_ms if timing.median_ms > 0 else 0.0
+    kernel = kernel or calibration_kernel()
+    times_ms = []
+    with measure.num_threads(threads):
+        kernel()  # warm-up: first-call allocations and thread-pool start
+        for _ in range(repeats):
+            start = clock()
+            kernel()
+            times_ms.append((clock() - start) * 1e3)
+    q1, median_ms, q3 = statistics.quantiles(times_ms, n=4, method="inclusive")
+    spread = (q3 - q1) / median_ms if median_ms > 0 else 0.0
     per_cpu = None if load_1min is None else max(0.0, load_1min - own) / threads
     crossed = []
     if per_cpu is not None and per_cpu > LOAD_PER_CPU_LIMIT:
         crossed.append(f"load average {per_cpu:.2f} per CPU besides ours ({load_1min:.2f} over {threads} CPUs, "
                        f"{own:.2f} ours) > {LOAD_PER_CPU_LIMIT}")
     if spread > SPREAD_LIMIT:
-        crossed.append(f"calibration matmul spread {spread:.0%} of its {timing.median_ms:.1f} ms median "
+        crossed.append(f"calibration matmul spread {spread:.0%} of its {median_ms:.1f} ms median "
                        f"> {SPREAD_LIMIT:.0%}")
     reason = "; ".join(crossed) or (
         f"load {'unknown' if per_cpu is None else f'{per_cpu:.2f} per CPU'} <= {LOAD_PER_CPU_LIMIT}, "
         f"calibration spread {spread:.0%} <= {SPREAD_LIMIT:.0%}")
-    return MachineLoad(load_1min, own, threads, per_cpu, timing.median_ms, spread, bool(crossed), reason)
+    return MachineLoad(load_1min, own, threads, per_cpu, median_ms, spread, bool(crossed), reason)
 

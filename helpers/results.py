@@ -94,6 +94,5 @@ def rerun_time_text(notebook: str) -> str:
     timings = committed_timings(notebook)
     if not timings:
         return "no committed timing yet"
-    text = " / ".join(f"{timings[m] / 60:.1f} min {m}" if m in timings else f"{m} not timed yet"
-                      for m in ("smoke", "full"))
+    text = " / ".join(f"{timings[m] / 60:.1f} min {m}" for m in ("smoke", "full") if m in timings)
     return f"a re-run took {text} on the machine that recorded this page"

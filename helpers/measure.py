@@ -197,6 +197,17 @@ class RoundRobin:
             raise KeyError(f"{name!r} was not timed; the names are {list(self.latencies)}")
         return "baseline" if name == self.baseline else self.speedups[name].verdict
 
+    def versus(self, name: str, other: str) -> Speedup:
+        """``name``'s speedup over ``other``, round by round (``other``'s time / ``name``'s in the same round), for a
+        comparison between two models neither of which is the baseline (an int8 file against the fastest fp32)."""
+        for n in (name, other):
+            if n not in self.latencies:
+                raise KeyError(f"{n!r} was not timed; the names are {list(self.latencies)}")
+        ones = (1.0,) * self.latencies[name].runs
+        up, over = self.speedups.get(name), self.speedups.get(other)
+        ratios = tuple(a / b for a, b in zip(up.ratios if up else ones, over.ratios if over else ones))
+        return Speedup(ratios, *_median_band(ratios))
+
     def rows(self) -> list[dict]:
         """Rows for ``helpers.tables.show``: latency, speedup over the baseline with its band, verdict, threads."""
         out = []

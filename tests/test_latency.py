@@ -83,6 +83,20 @@ def test_round_robin_with_another_baseline():
     assert rr.verdict("fp32") == "slower" and rr.as_dict()["speedup"]["fp32"]["median"] == pytest.approx(0.5)
 
 
+def test_versus_compares_two_models_round_by_round_neither_being_the_baseline():
+    # the machine drifts; int8 is 0.8x of fast-fp32's time in every round, so it is faster than it by 1.25x
+    drift = [1.0, 3.0, 2.0, 5.0]
+    rr, _ = round_robin({"eager": [20.0 * d for d in drift], "fast fp32": [10.0 * d for d in drift],
+                         "int8": [8.0 * d for d in drift]}, runs=4, warmup=0)
+    up = rr.versus("int8", "fast fp32")
+    assert up.ratios == pytest.approx((1.25,) * 4) and up.verdict == "faster"
+    assert rr.versus("fast fp32", "int8").median == pytest.approx(0.8)
+    assert rr.versus("eager", "int8").verdict == "slower"
+    assert rr.versus("int8", "eager").median == pytest.approx(rr.speedups["int8"].median)  # against the baseline
+    with pytest.raises(KeyError, match="was not timed"):
+        rr.versus("int8", "bf16")
+
+
 def test_round_robin_rejects_bad_input():
     with pytest.raises(ValueError, match="nothing to time"):
         measure.round_robin({})

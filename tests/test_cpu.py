@@ -1,6 +1,12 @@
 """helpers.cpu reads the int8/bf16 flags right on every OS; the engine choice and the ISA table follow the CPU.
 
-Other machines are simulated through the arguments of ``cpu.features``: no /proc/cpuinfo, no global is patched."""
+Other machines are simulated through the arguments of ``cpu.features``: no /proc/cpuinfo is read. Only the test of
+notebook 06's x86-only cell patches ``cpu.features``, because the cell calls it without arguments."""
+
+import contextlib
+import io
+import json
+from pathlib import Path
 
 import pytest
 
@@ -120,6 +126,39 @@ def test_the_isa_table_is_skipped_with_the_reason_on_arm(name, monkeypatch):
     rows = isa.isa_sensitivity(features=cpu.features(**MACHINES[name]))
     assert rows == [] and rows.skipped == (f"ONEDNN_MAX_CPU_ISA caps x86 instruction sets; this CPU is "
                                            f"{MACHINES[name]['machine']}, so the table does not apply here")
+
+
+def _code_cell(notebook: str, needle: str) -> str:
+    path = Path(__file__).resolve().parents[1] / "notebooks" / notebook
+    cells = json.loads(path.read_text())["cells"]
+    found = ["".join(c["source"]) for c in cells if c["cell_type"] == "code" and needle in "".join(c["source"])]
+    assert len(found) == 1, f"{notebook}: expected one code cell with {needle!r}, found {len(found)}"
+    return found[0]
+
+
+class _Recorder:
+    def __init__(self):
+        self.calls = []
+
+    def record(self, *args):
+        self.calls.append(args)
+
+    def show(self, *args, **kwargs):
+        raise AssertionError("the ISA table was shown on a CPU it does not apply to")
+
+
+@pytest.mark.parametrize("name", ["graviton3", "m2"])
+def test_notebook_06_isa_cell_skips_with_the_reason_on_a_simulated_arm_cpu(name, monkeypatch):
+    simulated = cpu.features(**MACHINES[name])
+    monkeypatch.setattr(cpu, "features", lambda: simulated)
+    monkeypatch.setattr(isa, "run_child", lambda *a, **k: pytest.fail("a child process was started on ARM"))
+    recorder, out = _Recorder(), io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(_code_cell("06_choosing_a_route.ipynb", "isa.isa_sensitivity("),
+             {"RUNS": 1, "NOTEBOOK": "06", "tables": recorder, "results": recorder})
+    assert out.getvalue().startswith("not measured: ONEDNN_MAX_CPU_ISA caps x86 instruction sets")
+    assert MACHINES[name]["machine"] in out.getvalue()
+    assert recorder.calls == [("06", "isa_sensitivity", [])]
 
 
 def test_model_name_reads_cpuinfo(tmp_path):

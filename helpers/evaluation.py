@@ -260,12 +260,23 @@ class PairedComparison:
         """True when McNemar's test cannot tell the two agreements apart at the 5% level."""
         return self.mcnemar_p >= SIGNIFICANCE
 
+    @property
+    def borderline(self) -> bool:
+        """True when the exact test and the paired interval disagree (one says "differs", the other does not): the
+        exact test is conservative, so near p = 0.05 the two can fall on either side. Read such a case as "not
+        settled by this split", not as a verdict."""
+        interval_excludes_zero = self.difference_low > 0 or self.difference_high < 0
+        return interval_excludes_zero == self.within_noise
+
     def as_dict(self) -> dict:
-        return {**asdict(self), "within_noise": self.within_noise}
+        return {**asdict(self), "within_noise": self.within_noise, "borderline": self.borderline}
 
     def describe(self) -> str:
         """One line, computed from the numbers: flips, discordant counts, the paired difference and the verdict."""
         verdict = "within noise" if self.within_noise else "a real difference"
+        if self.borderline:
+            verdict = (f"borderline: the exact test says {verdict} but the paired interval "
+                       f"{'excludes' if self.within_noise else 'includes'} 0")
         text = (f"{self.a_name} vs {self.b_name}: {self.a_flips} vs {self.b_flips} flips on {self.n} sentences; "
                 f"{self.only_a_agrees} agree with fp32 only under {self.a_name}, {self.only_b_agrees} only under "
                 f"{self.b_name}; agreement difference "

@@ -142,7 +142,19 @@ def test_paired_comparison_finds_a_real_difference_the_wilson_intervals_hide():
                                     "+3.5 points (95% CI +")
     assert pc.describe().endswith(f"exact McNemar p = {pc.mcnemar_p:.2g}: a real difference")
     assert pc.as_dict()["within_noise"] is False and pc.as_dict()["correctness_mcnemar_p"] is None
-    assert "accuracy" not in pc.describe()
+    assert "accuracy" not in pc.describe() and pc.borderline is False
+
+
+def test_a_borderline_case_says_the_exact_test_and_the_interval_disagree():
+    # 9 vs 2 discordant sentences of 160: exact McNemar p = 0.065, while Newcombe's paired interval excludes 0
+    a, b, ref = _variants(160, both_flip=2, only_a_flips=2, only_b_flips=9)
+    pc = ev.paired_comparison(a, b, ref, names=("static", "dynamic"))
+    assert pc.mcnemar_p == pytest.approx(0.0654, abs=1e-4) and pc.within_noise
+    assert pc.difference_low > 0 and pc.borderline and pc.as_dict()["borderline"] is True
+    assert pc.describe().endswith("exact McNemar p = 0.065: borderline: the exact test says within noise but the "
+                                  "paired interval excludes 0")
+    clear = ev.paired_comparison(*_variants(160, both_flip=2, only_a_flips=2, only_b_flips=3), names=("x", "y"))
+    assert clear.within_noise and not clear.borderline and clear.describe().endswith(": within noise")
 
 
 def test_paired_comparison_within_noise_and_on_correctness():

@@ -244,7 +244,7 @@ OVERLAP_VERDICT = re.compile(r"\b(agreement|accuracy)_(low|high)\s*[<>]=?\s*[\w\
                              r"|\bp(10|90)_ms\s*[<>]=?\s*[\w\[\]\"']+\.p(10|90)_ms")
 #: Code cells that still draw such a verdict, per notebook, until they move to the paired test and round-robin
 #: timing. The test fails when an entry is stale, so the list only shrinks.
-OVERLAP_VERDICTS_LEFT = {"04": [30], "07": [20, 25, 28]}
+OVERLAP_VERDICTS_LEFT: dict[str, list[int]] = {}
 
 
 def overlap_verdict_cells(path) -> list[int]:

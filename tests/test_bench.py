@@ -150,6 +150,31 @@ def test_skipped_routes_become_rows_with_the_reason(ctx):
     assert row.error == "skipped in the quick grid" and row.latency == [] and row.predictions is None
 
 
+def test_routes_are_timed_together_round_by_round_and_one_failing_midway_is_dropped():
+    calls = []
+
+    def fake(name, fail_after=None):
+        count = [0]
+
+        def forward(batch):
+            count[0] += 1
+            calls.append(name)
+            if fail_after is not None and count[0] > fail_after:
+                raise RuntimeError(f"{name} broke on call {count[0]}")
+            return torch.zeros(1, 2)
+        return forward
+
+    timing, failed = bench.time_together({"fp32": fake("fp32"), "a": fake("a"), "b": fake("b", fail_after=2)}, {},
+                                         bench.Point(1, 8, 1), runs=3, warmup=1)
+    assert list(failed) == ["b"] and "b broke on call 3" in str(failed["b"])
+    assert list(timing.latencies) == ["fp32", "a"] and timing.baseline == "fp32"
+    # timed again without b: a warm-up call each, then three rounds in a rotating order
+    assert calls[-8:] == ["fp32", "a", "fp32", "a", "a", "fp32", "fp32", "a"]
+    assert len(timing.speedups["a"].ratios) == 3
+    none_left, failed = bench.time_together({"b": fake("b", fail_after=0)}, {}, bench.Point(1, 8, 1), runs=1, warmup=0)
+    assert none_left is None and list(failed) == ["b"]
+
+
 def test_run_rejects_bad_arguments(ctx):
     fp32 = [routes.registry()["fp32"]]
     with pytest.raises(ValueError, match="grid is empty"):
@@ -169,7 +194,7 @@ ROUTE_KEYS = ["route", "family", "precision", "compiled", "description", "status
               "agreement_low", "agreement_high", "accuracy_low", "accuracy_high", "flips", "mcnemar_p", "eval_batch",
               "target_met", "target_reason"]
 LATENCY_KEYS = ["batch", "seq", "threads", "first_call_ms", "median_ms", "p10_ms", "p90_ms", "runs", "spread_ms",
-                "speedup", "speedup_vs_best_fp32"]
+                "speedup", "speedup_vs_best_fp32", "speedup_p10", "speedup_p90", "vs_best_fp32_p10", "vs_best_fp32_p90"]
 
 
 def test_results_json_schema_ratios_and_markdown(ctx, tmp_path):
@@ -199,6 +224,9 @@ def test_results_json_schema_ratios_and_markdown(ctx, tmp_path):
     for p in fp32.latency:
         assert p.speedup == pytest.approx(1.0) and p.speedup_vs_best_fp32 == pytest.approx(1.0)
         assert p.p10_ms <= p.median_ms <= p.p90_ms and p.first_call_ms > 0 and p.runs == 2
+    for p in int8.latency:  # timed in the same rounds as fp32: a per-round speedup with its band
+        assert p.speedup_p10 <= p.speedup <= p.speedup_p90 and p.vs_best_fp32_p10 <= p.speedup_vs_best_fp32
+        assert p.verdict_vs_best_fp32 in ("faster", "slower", "bands overlap")
     assert fp32.size_ratio == pytest.approx(1.0) and fp32.agreement == 1.0 and fp32.mcnemar_p == 1.0
     assert fp32.target_met is False and "file 1.00x fp32" in fp32.target_reason  # fp32 is too big for the rule
     assert 0 < int8.size_ratio < 1 and 0 <= int8.agreement <= 1
@@ -221,7 +249,7 @@ def test_load_explains_a_missing_file_and_reads_schema_1(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `make bench`"):
         bench.load(tmp_path / "nothing.json")
     (tmp_path / "old.json").write_text(json.dumps({"schema": 0}))
-    with pytest.raises(ValueError, match=r"has schema 0, this code reads \[1, 2\]; rerun make bench"):
+    with pytest.raises(ValueError, match=r"has schema 0, this code reads \[1, 2, 3\]; rerun make bench"):
         bench.load(tmp_path / "old.json")
     v1 = {"schema": 1, "started": "then", "seconds": 1.0, "environment": {}, "settings": {},
           "grid": [{"batch": 32, "seq": 128, "threads": 1}],

@@ -9,7 +9,8 @@ row with its error message; a route this CPU has no fast kernel for, or one over
 with the reason; neither stops the run. ``ceiling`` adds the roofline: peaks by precision and threads, and each
 route's fraction of its precision's peak.
 
-- ``runner``   ``run_routes`` measures a list of routes on a grid and returns a ``BenchRun``; ``run_classifier``
+- ``runner``   ``run_routes`` builds a list of routes, times them together at each grid point (``time_together``) and
+  returns a ``BenchRun``; ``run_classifier``
   does it on the shared fine-tuned classifier; ``profile_ops`` shows where one call's time goes.
 - ``schema``   the results as types (``BenchRun``, ``RouteResult``, ``LatencyPoint``, ``TargetVerdict``, the
   ``TARGET``), their JSON document and ``load``, which reads back what ``make bench`` wrote.
@@ -22,12 +23,12 @@ route's fraction of its precision's peak.
 from . import ceiling
 from .reading import (evaluate_target, latency_at, latency_rows, pareto_front, recommend, roofline_fraction,
                       summary_point, summary_rows)
-from .runner import (OverBudget, add_ratios, bench_route, best_fp32_routes, grid, profile_ops, run_classifier,
-                     run_routes, settings_for)
+from .runner import (OverBudget, add_ratios, best_fp32_routes, grid, measure_routes, profile_ops, run_classifier,
+                     run_routes, settings_for, time_together)
 from .schema import (SCHEMA_VERSION, TARGET, BenchRun, LatencyPoint, Point, RouteResult, Target, TargetVerdict,
                      load)
 
 __all__ = ["SCHEMA_VERSION", "TARGET", "BenchRun", "LatencyPoint", "OverBudget", "Point", "RouteResult", "Target",
-           "TargetVerdict", "add_ratios", "bench_route", "best_fp32_routes", "ceiling", "evaluate_target", "grid",
-           "latency_at", "latency_rows", "load", "pareto_front", "profile_ops", "recommend", "roofline_fraction",
-           "run_classifier", "run_routes", "settings_for", "summary_point", "summary_rows"]
+           "TargetVerdict", "add_ratios", "best_fp32_routes", "ceiling", "evaluate_target", "grid", "latency_at",
+           "latency_rows", "load", "measure_routes", "pareto_front", "profile_ops", "recommend", "roofline_fraction",
+           "run_classifier", "run_routes", "settings_for", "summary_point", "summary_rows", "time_together"]

@@ -1,4 +1,5 @@
-"""Running the bench: every route measured on one grid, in one process, in one run."""
+"""Running the bench: every route built, then timed together at each grid point (``measure.round_robin``), in one
+process, in one run, then scored on the test split."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import time
 import traceback
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -56,56 +57,116 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}{where}"
 
 
-def bench_route(route: routes_mod.Route, ctx: routes_mod.Context, points: Sequence[Point], test_texts, test_labels,
-                reference: torch.Tensor | None = None, runs: int = 5, warmup: int = 1,
-                eval_batch: int = evaluation.EVAL_BATCH_SIZE, bar=None, budget_s: float | None = None,
-                split: str = "test") -> RouteResult:
-    """Measure one route; never raises for the route's own failures: they become ``status="failed"``.
+def _first_call(built: routes_mod.Built, batch: dict, threads: int) -> float:
+    """One untimed-by-the-rounds call (``torch.compile`` compiles here; runtimes make their per-thread sessions):
+    its wall time in seconds."""
+    with measure.num_threads(threads), torch.inference_mode():
+        start = time.perf_counter()
+        built.forward(batch)
+        return time.perf_counter() - start
 
-    Latency at every grid point, cheapest point first; then the evaluation protocol on ``test_texts``
+
+def time_together(forwards: dict[str, Callable[[dict], object]], batch: dict, point: Point, runs: int,
+                  warmup: int) -> tuple[measure.RoundRobin | None, dict[str, BaseException]]:
+    """Every route's forward at one grid point, timed in the same rounds (``measure.round_robin``, fp32 eager the
+    baseline when present), so a machine that slows down mid-run slows every route alike. A route that raises is
+    dropped with its exception and the others are timed again; returns the timing (None if none is left) and the
+    exceptions by route name."""
+    failed: dict[str, BaseException] = {}
+    forwards = dict(forwards)
+    while forwards:
+        running: list[str] = []
+
+        def guarded(name: str, forward: Callable[[dict], object]) -> Callable[[], object]:
+            def call():
+                running[:] = [name]
+                return forward(batch)
+            return call
+
+        try:
+            return measure.round_robin({name: guarded(name, f) for name, f in forwards.items()}, runs=runs,
+                                       warmup=warmup, threads=point.threads,
+                                       baseline="fp32" if "fp32" in forwards else None), failed
+        except Exception as exc:  # a route's own failure: record it and time the rest
+            if not running:
+                raise
+            failed[running[0]] = exc
+            del forwards[running[0]]
+    return None, failed
+
+
+def _fail(row: RouteResult, exc: BaseException, stage: str) -> None:
+    skipped = isinstance(exc, OverBudget)
+    row.status, row.error, row.stage = ("skipped", str(exc), stage) if skipped else ("failed", _error(exc), stage)
+
+
+def measure_routes(rows: Sequence[RouteResult], built: dict[str, routes_mod.Built], ctx: routes_mod.Context,
+                   points: Sequence[Point], test_texts, test_labels, runs: int = 5, warmup: int = 1,
+                   eval_batch: int = evaluation.EVAL_BATCH_SIZE, bar=None, budget_s: float | None = None,
+                   split: str = "test") -> None:
+    """Latency of every built route at every grid point, the routes timed together point by point (cheapest point
+    first, so a slow route is caught before the costly ones); then the evaluation protocol on ``test_texts``
     (``evaluation.predict_logits`` at ``eval_batch`` sentences padded to ``ctx.max_len``, ``evaluation.compare``
-    with ``reference``, fp32's logits; without one the route is its own reference). With ``budget_s``, a stage
-    whose time, extrapolated from the fastest call timed so far, exceeds it is not started and the row is
-    ``status="skipped"`` with the estimate."""
-    row = RouteResult.of(route)
-    stage, seconds_per_token = "build", None
-    try:
-        built = route.build(ctx)
-        row.size_bytes, row.build_s, row.notes = built.size_bytes, built.build_seconds, built.notes
-        for point in sorted(points, key=_tokens):  # the cheapest first: a slow route is caught before the costly ones
-            stage = f"latency {point.label}"
-            _check_budget(budget_s, seconds_per_token, _tokens(point), runs + warmup + 1, f"timing {point.label}")
-            batch = _batch(ctx, test_texts, point)
-            with measure.num_threads(point.threads), torch.inference_mode():
-                start = time.perf_counter()
-                built.forward(batch)
-                first = time.perf_counter() - start
-            if row.first_call_s is None:
-                row.first_call_s = first
-            lat = measure.latency(lambda: built.forward(batch), runs=runs, warmup=warmup, threads=point.threads)
-            # the fastest speed seen so far: a point on an oversubscribed thread count must not condemn the route
-            speed = lat.median_ms / 1e3 / _tokens(point)
-            seconds_per_token = speed if seconds_per_token is None else min(seconds_per_token, speed)
-            row.latency.append(LatencyPoint.measured(point, lat, first_call_ms=first * 1e3))
-            if bar is not None:
-                bar.update(1)
+    with fp32's logits, fp32 being its own reference). Fills in ``rows`` (one per name in ``built``); a route's
+    own failure becomes ``status="failed"`` and, with ``budget_s``, a stage whose time, extrapolated from the
+    route's fastest timed call so far, exceeds it is ``status="skipped"`` with the estimate (never fp32's)."""
+    by_name = {row.route: row for row in rows}
+    alive, seconds_per_token = dict(built), {name: None for name in built}
+    for point in sorted(points, key=_tokens):
+        batch, ready, first_ms = _batch(ctx, test_texts, point), {}, {}
+        for name, b in list(alive.items()):
+            row = by_name[name]
+            try:
+                _check_budget(None if name == "fp32" else budget_s, seconds_per_token[name], _tokens(point),
+                              runs + warmup + 1, f"timing {point.label}")
+                first_ms[name] = _first_call(b, batch, point.threads) * 1e3
+                row.first_call_s = first_ms[name] / 1e3 if row.first_call_s is None else row.first_call_s
+                ready[name] = b.forward
+            except Exception as exc:
+                _fail(row, exc, f"latency {point.label}")
+                del alive[name]
+        timing, failed = time_together(ready, batch, point, runs, warmup)
+        for name, exc in failed.items():
+            _fail(by_name[name], exc, f"latency {point.label}")
+            del alive[name]
+        if timing is not None:
+            _record_point(timing, point, first_ms, by_name, seconds_per_token)
+        if bar is not None:
+            bar.update(1)
+    for row in rows:
         row.latency.sort(key=lambda p: list(points).index(p.point))
-        stage = "evaluation"
-        _check_budget(budget_s, seconds_per_token, len(test_texts) * ctx.max_len, 1,
-                      f"scoring {len(test_texts)} {split} sentences")
-        logits = evaluation.predict_logits(built.forward, ctx.tokenizer, test_texts, ctx.max_len, eval_batch)
+    reference = None
+    for name, b in alive.items():  # fp32 first: every other route is scored against its logits
+        row = by_name[name]
+        try:
+            _check_budget(None if name == "fp32" else budget_s, seconds_per_token[name], len(test_texts) * ctx.max_len,
+                          1, f"scoring {len(test_texts)} {split} sentences")
+            logits = evaluation.predict_logits(b.forward, ctx.tokenizer, test_texts, ctx.max_len, eval_batch)
+        except Exception as exc:
+            _fail(row, exc, "evaluation")
+            continue
+        reference = logits if name == "fp32" else reference
         row.logits, row.predictions = logits, logits.argmax(dim=1)
         row.record_comparison(evaluation.compare(logits if reference is None else reference, logits, test_labels,
                                                  split=split, batch_size=eval_batch))
-    except Exception as exc:  # failures are data: record and go on with the next route
-        skipped = isinstance(exc, OverBudget)
-        row.status, row.error, row.stage = ("skipped", str(exc), stage) if skipped else ("failed", _error(exc), stage)
-        if bar is not None:
-            bar.update(len(points) - len(row.latency))
-    finally:
-        built = None
-        routes_mod.release()
-    return row
+
+
+def _record_point(timing: measure.RoundRobin, point: Point, first_ms: dict[str, float],
+                  by_name: dict[str, RouteResult], seconds_per_token: dict[str, float | None]) -> None:
+    """Each timed route's ``LatencyPoint``, with its per-round speedups over fp32 eager and over the fastest fp32
+    route of the same rounds (median and p10-p90)."""
+    fp32s = [name for name in timing.latencies if name in routes_mod.FP32_BASELINES]
+    best = min(fp32s, key=lambda name: timing.latencies[name].median_ms) if fp32s else None
+    for name, lat in timing.latencies.items():
+        up = timing.versus(name, "fp32") if "fp32" in timing.latencies else None
+        vs_best = timing.versus(name, best) if best else None
+        point_row = LatencyPoint.measured(point, lat, first_call_ms=first_ms[name])
+        by_name[name].latency.append(replace(
+            point_row, speedup=up and up.median, speedup_p10=up and up.p10, speedup_p90=up and up.p90,
+            speedup_vs_best_fp32=vs_best and vs_best.median, vs_best_fp32_p10=vs_best and vs_best.p10,
+            vs_best_fp32_p90=vs_best and vs_best.p90))
+        speed = lat.median_ms / 1e3 / _tokens(point)
+        seconds_per_token[name] = speed if seconds_per_token[name] is None else min(seconds_per_token[name], speed)
 
 
 def _ratio(reference_ms: float | None, point: LatencyPoint) -> float | None:
@@ -125,7 +186,8 @@ def best_fp32_routes(rows: Sequence[RouteResult]) -> dict[Point, tuple[float, st
 
 
 def add_ratios(rows: Sequence[RouteResult]) -> dict[str, str]:
-    """Fill in each row's two speedups per grid point (over fp32 eager and over the best fp32 route of this run),
+    """Fill in each row's two speedups per grid point where the timing left them out (the ratio of medians, over
+    fp32 eager and over the best fp32 route of this run),
     size ratio and accuracy change against this run's fp32 row (``None`` where a number is missing), and the
     target rule (``evaluation.meets_target``) for rows scored on the test split. Returns the best fp32 route per
     grid point label."""
@@ -133,8 +195,9 @@ def add_ratios(rows: Sequence[RouteResult]) -> dict[str, str]:
     base_lat = {p.point: p.median_ms for p in base.latency} if base else {}
     best = best_fp32_routes(rows)
     for row in rows:
-        row.latency = [replace(p, speedup=_ratio(base_lat.get(p.point), p),
-                               speedup_vs_best_fp32=_ratio(best.get(p.point, (None, ""))[0], p))
+        row.latency = [replace(p, speedup=_ratio(base_lat.get(p.point), p) if p.speedup is None else p.speedup,
+                               speedup_vs_best_fp32=_ratio(best.get(p.point, (None, ""))[0], p)
+                               if p.speedup_vs_best_fp32 is None else p.speedup_vs_best_fp32)
                        for p in row.latency]
         row.size_ratio = row.size_bytes / base.size_bytes if base and row.size_bytes and base.size_bytes else None
         row.accuracy_change = (row.accuracy - base.accuracy
@@ -152,7 +215,7 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
     """Measure ``route_list`` on every grid point; ``route_list`` must start with fp32 if speedups are wanted.
     ``skipped`` routes become rows with ``status="skipped"`` and the reason, and so does every route whose
     ``needs`` the CPU lacks (``routes.missing_capability`` on ``features``, default ``helpers.cpu.features()``).
-    ``budget_s`` caps each stage of a route (see ``bench_route``), except fp32 eager's: every comparison needs it."""
+    ``budget_s`` caps each stage of a route (see ``measure_routes``), except fp32 eager's: every comparison needs it."""
     from tqdm.auto import tqdm
 
     if not points:
@@ -165,20 +228,28 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
     features = cpu.features() if features is None else features
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.perf_counter()
-    rows, reference = [], None
-    with tqdm(total=len(route_list) * len(points), desc="bench", unit="point", disable=not progress) as bar:
-        for route in route_list:
-            bar.set_postfix_str(route.name)
+    rows, built = [], {}
+    with tqdm(total=len(route_list) + len(points), desc="bench", unit="step", disable=not progress) as bar:
+        for route in route_list:  # build every route first: they are timed together, point by point
+            bar.set_postfix_str(f"building {route.name}")
+            row = RouteResult.of(route)
+            rows.append(row)
             why = routes_mod.missing_capability(route, features)
             if why is not None:
-                rows.append(RouteResult.of(route, status="skipped", error=why))
-                bar.update(len(points))
-                continue
-            row = bench_route(route, ctx, points, test_texts, test_labels, reference, runs, warmup, eval_batch,
-                              bar=bar, budget_s=None if route.name == "fp32" else budget_s, split=split)
-            if route.name == "fp32" and row.logits is not None:
-                reference = row.logits
-            rows.append(row)
+                row.status, row.error = "skipped", why
+            else:
+                try:
+                    b = route.build(ctx)
+                    built[route.name] = b
+                    row.size_bytes, row.build_s, row.notes = b.size_bytes, b.build_seconds, b.notes
+                except Exception as exc:  # failures are data: record and go on with the next route
+                    _fail(row, exc, "build")
+            bar.update(1)
+        bar.set_postfix_str("timing the routes together")
+        measure_routes(rows, built, ctx, points, test_texts, test_labels, runs, warmup, eval_batch, bar=bar,
+                       budget_s=budget_s, split=split)
+    built.clear()
+    routes_mod.release()
     rows += [RouteResult.of(r, status="skipped", error=why) for r, why in skipped]
     best = add_ratios(rows)
     protocol = {"split": split, "examples": len(test_texts), "eval_batch": eval_batch, "padding": evaluation.PADDING,

@@ -16,9 +16,10 @@ from .. import evaluation, measure, routes as routes_mod
 from ..paths import build_dir
 
 #: 2 added the evaluation protocol's fields, the speedup over the best fp32 route, the roofline and the
-#: agreement-based target; a version-1 document still loads (the new fields read as None).
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (1, 2)
+#: agreement-based target; 3 times the routes together and adds the p10-p90 band of each per-round speedup. Older
+#: documents still load (the new fields read as None).
+SCHEMA_VERSION = 3
+READABLE_SCHEMAS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,24 @@ TARGET = Target()
 @dataclass(frozen=True, kw_only=True)
 class LatencyPoint(measure.Latency):
     """A ``measure.Latency`` (median, p10-p90, runs, threads) at one grid point, with the first call timed apart
-    (that is where ``torch.compile`` compiles) and the speedup over fp32 eager at the same point in the same run."""
+    (that is where ``torch.compile`` compiles) and the speedups over fp32 eager and over the fastest fp32 route,
+    both per round of routes timed together (median and p10-p90 of the per-round ratios)."""
     batch: int
     seq: int
     first_call_ms: float
     speedup: float | None = None
     speedup_vs_best_fp32: float | None = None
+    speedup_p10: float | None = None
+    speedup_p90: float | None = None
+    vs_best_fp32_p10: float | None = None
+    vs_best_fp32_p90: float | None = None
+
+    @property
+    def verdict_vs_best_fp32(self) -> str | None:
+        """"faster" / "slower" than the fastest fp32 route only when the per-round band excludes 1."""
+        if self.vs_best_fp32_p10 is None or self.vs_best_fp32_p90 is None:
+            return None
+        return "faster" if self.vs_best_fp32_p10 > 1 else "slower" if self.vs_best_fp32_p90 < 1 else "bands overlap"
 
     @classmethod
     def measured(cls, point: Point, latency: measure.Latency, first_call_ms: float) -> LatencyPoint:
@@ -88,7 +101,9 @@ class LatencyPoint(measure.Latency):
         return {"batch": self.batch, "seq": self.seq, "threads": self.threads, "first_call_ms": self.first_call_ms,
                 "median_ms": self.median_ms, "p10_ms": self.p10_ms, "p90_ms": self.p90_ms, "runs": self.runs,
                 "spread_ms": self.spread_ms, "speedup": self.speedup,
-                "speedup_vs_best_fp32": self.speedup_vs_best_fp32}
+                "speedup_vs_best_fp32": self.speedup_vs_best_fp32, "speedup_p10": self.speedup_p10,
+                "speedup_p90": self.speedup_p90, "vs_best_fp32_p10": self.vs_best_fp32_p10,
+                "vs_best_fp32_p90": self.vs_best_fp32_p90}
 
 
 @dataclass

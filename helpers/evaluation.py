@@ -161,8 +161,9 @@ class Comparison:
     def describe(self, name: str = "the candidate") -> str:
         """One sentence, computed from the numbers: agreement, the bound it puts on accuracy, and whether the
         accuracy difference is within noise."""
-        text = (f"{name} agrees with fp32 on {self.agreement:.1%} of {self.n} {self.split} sentences "
-                f"({self.flips} flipped; 95% CI {self.agreement_low:.1%}–{self.agreement_high:.1%}), so its "
+        text = (f"{name} agrees with fp32 on {self.n - self.flips} of {self.n} {self.split} sentences "
+                f"({self.agreement:.2%}, {self.flips} flipped; 95% CI {self.agreement_low:.1%}–"
+                f"{self.agreement_high:.1%}), so its "
                 f"accuracy can differ from fp32's by at most {100 * max_accuracy_change(self.agreement):.1f} points")
         if self.accuracy_change is not None:
             verdict = "within noise" if self.within_noise else "a real difference"

@@ -73,6 +73,10 @@ def test_compare_counts_flips_and_discordant_pairs():
     assert abs(c.accuracy_change) <= ev.max_accuracy_change(c.agreement) + 1e-12
     assert (c.agreement_low, c.agreement_high) == pytest.approx(ev.wilson_interval(7, 10))
     assert "3 flipped" in c.describe("int8") and "within noise" in c.describe("int8")
+    assert "agrees with fp32 on 7 of 10 test sentences (70.00%, 3 flipped" in c.describe("int8")
+    # two decimals: 5 flips of 487 is 98.97%, below a 0.99 bar, not a rounded-up "99.0%"
+    five = ev.compare(_logits([1] * 487), _logits([0] * 5 + [1] * 482), split="validation")
+    assert "482 of 487 validation sentences (98.97%, 5 flipped" in five.describe()
 
 
 def test_compare_soft_measures():

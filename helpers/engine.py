@@ -4,7 +4,7 @@ PyTorch runs int8 kernels through a *quantized engine* (``torch.backends.quantiz
 with ``Didn't find engine for operation quantized::linear_prepack NoQEngine`` because no engine was active on their
 platform (Apple silicon and some ARM builds start with ``none``). The fix is to pick one the build supports:
 
-- x86-64: ``x86`` (fbgemm plus oneDNN heuristics), then ``fbgemm``;
+- x86-64: ``x86`` (a dynamic Linear or LSTM runs FBGEMM's kernels under it), then ``fbgemm``;
 - Linux aarch64: ``onednn``, backed by the Arm Compute Library, PyTorch's fast dynamic int8 Linear there
   (pytorch/pytorch#126687, #148585), then ``qnnpack``;
 - macOS on Apple silicon (and other ARM systems): ``qnnpack``, then ``onednn``;
@@ -37,7 +37,7 @@ PREFERENCES: dict[str, tuple[str, ...]] = {
     "other": ("x86", "fbgemm", "onednn", "qnnpack"),
 }
 WHY_FIRST = {
-    "x86": "x86 (fbgemm plus oneDNN heuristics) is PyTorch's fast int8 engine on x86-64",
+    "x86": "x86 is PyTorch's default int8 engine on x86-64 (a dynamic Linear or LSTM runs FBGEMM's kernels)",
     "linux-arm": "onednn (Arm Compute Library) is PyTorch's fast dynamic int8 Linear on Linux aarch64",
     "arm": "qnnpack is PyTorch's int8 engine on Apple silicon and other non-Linux ARM systems",
     "other": "no engine is known to be best on this CPU, so the x86-64 order is tried",

@@ -175,6 +175,25 @@ def test_routes_are_timed_together_round_by_round_and_one_failing_midway_is_drop
     assert none_left is None and list(failed) == ["b"]
 
 
+def test_the_bench_raises_dynamos_recompile_limit_while_every_route_is_held(ctx):
+    seen = {}
+
+    def build(ctx):
+        seen["build"] = torch._dynamo.config.recompile_limit
+
+        def forward(batch):
+            seen["forward"] = torch._dynamo.config.recompile_limit
+            return torch.zeros(batch["input_ids"].shape[0], 2)
+        return routes.Built(forward, size_bytes=10)
+
+    probe = routes.Route(name="probe", family="test", precision="int8 dynamic", compiled=True, build=build,
+                         description="records dynamo's limit")
+    before = torch._dynamo.config.recompile_limit
+    bench.run_routes(ctx, TEXTS, LABELS, [probe], TINY_GRID[:1], runs=1, warmup=0, progress=False)
+    assert seen == {"build": bench.runner.RECOMPILE_LIMIT, "forward": bench.runner.RECOMPILE_LIMIT} != before
+    assert torch._dynamo.config.recompile_limit == before  # restored afterwards
+
+
 def test_run_rejects_bad_arguments(ctx):
     fp32 = [routes.registry()["fp32"]]
     with pytest.raises(ValueError, match="grid is empty"):

@@ -168,6 +168,11 @@ def test_session_options_are_explicit(exported):
         R.make_session(exported, opt_level="max")
     with pytest.raises(R.OnnxRouteError, match="threads must be >= 1"):
         R.make_session(exported, threads=0)
+    spin_key = "session.intra_op.allow_spinning"
+    quiet = R.make_session(exported, threads=2, spinning=False).get_session_options()
+    assert quiet.get_session_config_entry(spin_key) == "0"
+    with pytest.raises(Exception):  # not set: ORT's own default (spinning) unless asked
+        opts.get_session_config_entry(spin_key)
 
 
 def test_run_logits_rejects_empty_input(exported, course_tokenizer):

@@ -27,7 +27,8 @@ OPT_LEVELS = ("disable", "basic", "extended", "all")
 
 
 def make_session(path: str | os.PathLike, threads: int | None = None, opt_level: str = "all",
-                 inter_op_threads: int = 1, optimized_model_path: str | os.PathLike | None = None):
+                 inter_op_threads: int = 1, optimized_model_path: str | os.PathLike | None = None,
+                 spinning: bool = True):
     """An ``onnxruntime.InferenceSession`` on the CPU with explicit ``SessionOptions``.
 
     - ``threads``: ``intra_op_num_threads`` (the threads one operator uses); ``None`` means every CPU this
@@ -36,6 +37,8 @@ def make_session(path: str | os.PathLike, threads: int | None = None, opt_level:
       fusions on top of ``"extended"``).
     - ``inter_op_threads`` with sequential execution: operators run one after another.
     - ``optimized_model_path``: if given, ORT writes the graph it actually runs there (to inspect it).
+    - ``spinning=False`` sets ``session.intra_op.allow_spinning`` to ``"0"``: idle worker threads sleep instead of
+      spinning, so a session timed in turn with other models does not take CPU from the next one.
 
     A missing file raises ``FileNotFoundError``; a file that is not ONNX raises ``ValueError``, both saying how to fix it.
     """
@@ -58,6 +61,8 @@ def make_session(path: str | os.PathLike, threads: int | None = None, opt_level:
     options.log_severity_level = 3  # errors only: the shape-merge notices of quantized graphs teach nothing here
     if optimized_model_path is not None:
         options.optimized_model_filepath = str(optimized_model_path)
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # ORT raises its own pybind exception types (Fail, InvalidGraph, ...)

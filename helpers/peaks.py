@@ -18,8 +18,9 @@ model's largest GEMM; on the course machine it reached the GOP/s of 1024^3 and 2
 A kernel without a fast path (bf16 without AVX512-BF16, ``_int_mm`` without VNNI) would take seconds there, so its
 row count grows from 16, doubling while one call stays under ``max_call_s``; the shape timed is recorded.
 
-**Bandwidth.** ``measure_bandwidth`` times a copy far larger than the last-level cache
-(``last_level_cache_bytes``): the roof a batch-1 forward, or a decoder's token, runs into.
+**Bandwidth.** ``copy_kernel`` is a copy far larger than the last-level cache (``last_level_cache_bytes``), a
+callable like the GEMM kernels, to time with the routes; ``measure_bandwidth`` times it alone. It is the roof a
+batch-1 forward, or a decoder's token, runs into.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import re
 import subprocess
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -79,6 +80,12 @@ class Peak:
 
     def as_dict(self) -> dict:
         return {**asdict(self), "shape": list(self.shape), "spread_gops": self.spread_gops}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> Peak:
+        """The ``Peak`` that ``as_dict`` wrote (as the bench's results JSON holds it)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in names}, "shape": tuple(data["shape"])})
 
     def __str__(self) -> str:
         m, k, n = self.shape
@@ -317,22 +324,49 @@ def _sysctl(name: str) -> str | None:
         return None
 
 
-def measure_bandwidth(threads: int | None = None, nbytes: int | None = None, runs: int = 5) -> float:
-    """Main-memory copy bandwidth in bytes per second, read + write: 2 x ``nbytes`` over the fastest of ``runs``
-    ``dst.copy_(src)`` calls (the write-allocate read some CPUs add is not counted).
+@dataclass(frozen=True)
+class CopyKernel:
+    """``dst.copy_(src)`` on two buffers of ``nbytes``: call it with no arguments, like a ``PeakKernel``, so it can
+    be timed in the same rounds as the routes; ``bytes_moved`` per call is read + write (the write-allocate read
+    some CPUs add is not counted)."""
+    nbytes: int
+    fn: Callable[[], object] = field(repr=False, compare=False)
 
-    ``nbytes`` (per buffer; default the larger of 256 MiB and 8 x the last-level cache) must dwarf the cache, or
-    the copy measures the cache instead of DRAM. Both buffers are written once before timing, so page faults are
-    not timed. Runs under ``threads`` torch threads (None: torch's current count): one core rarely saturates DRAM."""
+    def __call__(self):
+        return self.fn()
+
+    @property
+    def bytes_moved(self) -> int:
+        return 2 * self.nbytes
+
+    def bandwidth(self, seconds: float) -> float:
+        """Bytes per second for one call that took ``seconds``."""
+        if not seconds > 0:
+            raise RuntimeError(f"a copy of {self.nbytes} bytes took {seconds!r} s, too short to time: pass a larger "
+                               f"nbytes")
+        return self.bytes_moved / seconds
+
+
+def copy_kernel(nbytes: int | None = None) -> CopyKernel:
+    """The bandwidth probe: ``nbytes`` per buffer (default the larger of 256 MiB and 8 x the last-level cache) must
+    dwarf the cache, or the copy measures the cache instead of DRAM. Both buffers are written once here, so page
+    faults are not timed."""
     if nbytes is None:
         nbytes = max(256 * 1024 ** 2, 8 * (last_level_cache_bytes() or 0))
-    if not isinstance(nbytes, int) or nbytes < 1 or runs < 1:
-        raise ValueError(f"need a positive integer nbytes and runs >= 1, got nbytes={nbytes!r}, runs={runs!r}")
+    if not isinstance(nbytes, int) or nbytes < 1:
+        raise ValueError(f"need a positive integer nbytes, got nbytes={nbytes!r}")
     src = torch.ones(nbytes, dtype=torch.uint8)
     dst = torch.zeros_like(src)
+    dst.copy_(src)
+    return CopyKernel(nbytes, lambda: dst.copy_(src))
+
+
+def measure_bandwidth(threads: int | None = None, nbytes: int | None = None, runs: int = 5) -> float:
+    """Main-memory copy bandwidth in bytes per second: the fastest of ``runs`` calls of ``copy_kernel(nbytes)``,
+    under ``threads`` torch threads (None: torch's current count; one core rarely saturates DRAM)."""
+    if runs < 1:
+        raise ValueError(f"need runs >= 1, got runs={runs!r}")
+    kernel = copy_kernel(nbytes)
     with measure.num_threads(threads):
-        dst.copy_(src)
-        seconds = min(_time_once(lambda: dst.copy_(src)) for _ in range(runs))
-    if not seconds > 0:
-        raise RuntimeError(f"a copy of {nbytes} bytes took {seconds!r} s, too short to time: pass a larger nbytes")
-    return 2 * nbytes / seconds
+        kernel()
+        return kernel.bandwidth(min(_time_once(kernel) for _ in range(runs)))

@@ -199,6 +199,7 @@ class TimeSplit:
     other_ms: float        # latency - GEMMs at peak, floored at 0
     gemm_includes_activation_quantization: bool = False  # the peak's kernel quantized its own input
     above_one_reason: str | None = None  # set when the GEMMs at peak take longer than the whole route
+    route_precision: str | None = None  # the route's precision string, when known: names what "else" holds
 
     @property
     def gemm_ms(self) -> float:
@@ -228,7 +229,8 @@ class TimeSplit:
         if self.exceeds_peak:
             return (f"Measured {self.latency_ms:.1f} ms, faster than the {self.gemm_ms:.1f} ms its GEMMs would "
                     f"take at the {precision} peak ({self.gemm_share:.2f}x): {self.above_one_reason}.")
-        gemms, rest = "the GEMMs", "activation quantization, softmax"
+        quantizes = self.route_precision in (None, "int8 dynamic", "int8 static")  # None: not told, so named
+        gemms, rest = "the GEMMs", "activation quantization, softmax" if quantizes else "softmax"
         if self.gemm_includes_activation_quantization:
             gemms, rest = "the GEMMs with their activation quantization (as the peak's kernel times it)", "softmax"
         return (f"At the {precision} peak {gemms} would take {self.gemm_ms:.1f} ms of the {self.latency_ms:.1f} ms "
@@ -261,7 +263,7 @@ def time_split(ops: ModelOps, peak_gops: Peak | float, latency_ms: float, attent
         reason = _why_above_one("compute", peak, route_precision, other_library, fast_compute_ms=fast,
                                 latency_ms=latency_ms)
     return TimeSplit(latency_ms, linear_ms, attention_ms, max(0.0, latency_ms - linear_ms - attention_ms),
-                     includes, reason)
+                     includes, reason, route_precision)
 
 
 @dataclass(frozen=True)
@@ -299,17 +301,20 @@ class RoofPoint:
 
 def roof_point(ops: ModelOps | float, bytes_moved: float | None, latency_ms: float, peak: Peak | float,
                bandwidth: float | None = None, route_precision: str | None = None, other_library: bool = False,
-               cache_bytes: int | None = None) -> RoofPoint:
+               cache_bytes: int | None = None, attention_peak: Peak | float | None = None) -> RoofPoint:
     """Place one measured latency under the compute and memory roofs.
 
     ``ops``: a ``ModelOps`` or GOPs; ``bytes_moved``: bytes read and written per call, at least the weights once
     (``ModelOps.weight_bytes``); ``peak``: a ``Peak`` or GOP/s; ``bandwidth``: bytes/s
     (``peaks.measure_bandwidth``), None for the compute roof alone. ``route_precision``, ``other_library`` (the
     route runs another library's kernels) and ``cache_bytes`` (``peaks.last_level_cache_bytes()``) let a
-    fraction above 1 name its cause."""
+    fraction above 1 name its cause. ``attention_peak`` (with a ``ModelOps``): the peak the attention matmuls
+    run at, when it is not ``peak`` (an int8 route's attention stays in float)."""
     if not latency_ms > 0:
         raise ValueError(f"latency_ms must be positive, got {latency_ms!r}")
     compute_ms = _gops_of(ops) / _peak_gops(peak) * 1e3
+    if attention_peak is not None and isinstance(ops, ModelOps):
+        compute_ms = (ops.linear_gops / _peak_gops(peak) + ops.attention_gops / _peak_gops(attention_peak)) * 1e3
     memory_ms = None
     if bandwidth is not None:
         if not bandwidth > 0 or bytes_moved is None or bytes_moved < 0:
@@ -319,7 +324,7 @@ def roof_point(ops: ModelOps | float, bytes_moved: float | None, latency_ms: flo
     point = RoofPoint(latency_ms, compute_ms, memory_ms)
     if point.fraction <= 1.0:
         return point
-    fast = _gops_of(ops) / peak.gops_p90 * 1e3 if isinstance(peak, Peak) else None
+    fast = compute_ms * peak.gops / peak.gops_p90 if isinstance(peak, Peak) else None
     reason = _why_above_one(point.binds, peak, route_precision, other_library, bytes_moved, cache_bytes, fast,
                             latency_ms)
     return RoofPoint(latency_ms, compute_ms, memory_ms, reason)
@@ -404,10 +409,14 @@ def roofline_record(peaks: Iterable[Peak] | Mapping, ops_by_point: Mapping[tuple
                 raise KeyError(f"route {route!r} ({precision}) needs the {which} peak at {threads} threads, which "
                                f"was not measured; call measure_peaks(threads=(..., {threads}))")
             peak = measured.get((which, str(threads)), gops)
+            attention = peak  # an int8 route's attention matmuls stay in fp32: charged at the fp32 peak
+            if which == "int8" and "fp32" in table and str(threads) in table["fp32"]:
+                attention = measured.get(("fp32", str(threads)), table["fp32"][str(threads)])
             ops = ops_by_point[(batch, seq)]
             weight_bytes = ops.weight_bytes(precision) if bandwidth is not None else None
-            roof = roof_point(ops, weight_bytes, median_ms, peak, bandwidth, precision, other_library, cache_bytes)
-            split = time_split(ops, peak, median_ms, route_precision=precision, other_library=other_library)
+            roof = roof_point(ops, weight_bytes, median_ms, peak, bandwidth, precision, other_library, cache_bytes,
+                              attention)
+            split = time_split(ops, peak, median_ms, _peak_gops(attention), precision, other_library)
             points[point_label(batch, seq, threads)] = {
                 "achieved_gops": achieved(ops, median_ms), "precision_peak": gops, "peak_precision": which,
                 "gemm_ms_at_peak": split.gemm_ms, "other_ms": split.other_ms, **roof.as_dict()}

@@ -242,10 +242,11 @@ def test_results_json_schema_ratios_and_markdown(ctx, tmp_path):
     fp32, int8 = loaded.routes[0], loaded.routes[1]
     for p in fp32.latency:
         assert p.speedup == pytest.approx(1.0) and p.speedup_vs_best_fp32 == pytest.approx(1.0)
+        assert p.verdict_vs_best_fp32 is None  # the best fp32 route is not compared with itself
         assert p.p10_ms <= p.median_ms <= p.p90_ms and p.first_call_ms > 0 and p.runs == 2
     for p in int8.latency:  # timed in the same rounds as fp32: a per-round speedup with its band
         assert p.speedup_p10 <= p.speedup <= p.speedup_p90 and p.vs_best_fp32_p10 <= p.speedup_vs_best_fp32
-        assert p.verdict_vs_best_fp32 in ("faster", "slower", "bands overlap")
+        assert p.verdict_vs_best_fp32 in ("faster", "slower", "band spans 1")
     assert fp32.size_ratio == pytest.approx(1.0) and fp32.agreement == 1.0 and fp32.mcnemar_p == 1.0
     assert fp32.target_met is False and "file 1.00x fp32" in fp32.target_reason  # fp32 is too big for the rule
     assert 0 < int8.size_ratio < 1 and 0 <= int8.agreement <= 1
@@ -397,9 +398,11 @@ def test_run_classifier_uses_the_notebook_classifier_skips_and_adds_the_roofline
 
     monkeypatch.setattr(finetune, "load_for_notebook", load_for_notebook)
     monkeypatch.setattr(cpu, "features", lambda: {"avx2": True})  # a CPU without bf16 or VNNI
-    monkeypatch.setattr(bench.ceiling, "measure", lambda points, runs: roofline.measure_peaks(
-        ("fp32", "bf16", "int8"), threads=sorted({p.threads for p in points}), shape=(64, 64, 64), runs=1,
-        max_call_s=None))
+    class SmallProbes(bench.ceiling.RoofProbes):  # the bench's probes on a small GEMM and a 1 MiB copy
+        def __init__(self):
+            super().__init__(copy_bytes=1 << 20, shape=(64, 64, 64), max_call_s=None)
+
+    monkeypatch.setattr(bench.ceiling, "RoofProbes", SmallProbes)
     run = bench.run_classifier(quick=True, route_names=["bf16", "dynamic-int8-fbgemm", "torchao-w8-compile"],
                                runs=1, test_examples=4, threads=1, progress=False)
     assert seen == {"smoke": True, "test_examples": 4}
@@ -423,7 +426,7 @@ def test_run_classifier_uses_the_notebook_classifier_skips_and_adds_the_roofline
     assert rows["dynamic-int8-fbgemm"]["roofline fraction"] == pytest.approx(entry["fraction"])
     assert [r["route"] for r in bench.ceiling.rows(run)] == ["fp32", "dynamic-int8-fbgemm"]
     md = bench_tool.to_markdown(run)
-    assert "## Roofline at b32 s128 t1" in md and "fraction of peak" in md
+    assert "## Roofline at b32 s128 t1" in md and "fraction of roof" in md
 
 
 def test_a_route_the_cpu_lacks_a_capability_for_is_skipped_with_the_reason(ctx):
@@ -583,3 +586,37 @@ def test_migration_table_checks_the_installed_apis():
     assert state_new == "present"
     assert routes.api_state("torchao.quantization:NoSuchConfig") == "missing (AttributeError)"
     assert routes.api_state("no_such_module:thing") == "missing (ModuleNotFoundError)"
+
+
+def test_roofline_probes_are_timed_in_the_same_rounds_as_the_routes(ctx):
+    from helpers.bench import ceiling
+
+    calls = []
+
+    class LoggedProbes(ceiling.RoofProbes):
+        def callables(self, threads):
+            def logged(name, fn):
+                return lambda: (calls.append(name), fn())[1]
+            return {name: logged(name, fn) for name, fn in super().callables(threads).items()}
+
+    fp32 = routes.registry()["fp32"]
+    logged_fp32 = routes.Route(name="fp32", family=fp32.family, precision="fp32", compiled=False, description="",
+                               build=lambda c: (lambda b: routes.Built(lambda batch: (calls.append("fp32"),
+                                                                                       b.forward(batch))[1],
+                                                                       b.size_bytes))(fp32.build(c)))
+    probes = LoggedProbes(("fp32", "int8"), copy_bytes=1 << 20, shape=(64, 32, 48), max_call_s=None)
+    run = bench.run_routes(ctx, TEXTS, LABELS, [logged_fp32], TINY_GRID, runs=3, warmup=0, progress=False,
+                           roofline=probes)
+    timed = list(calls)
+    # each grid point: one untimed first call of fp32, then 3 rounds that call fp32 and every probe once
+    per_round = 1 + len(probes.callables(1))
+    for point in range(len(TINY_GRID)):
+        block = timed[point * (1 + 3 * per_round):(point + 1) * (1 + 3 * per_round)]
+        rounds = [block[1 + r * per_round:1 + (r + 1) * per_round] for r in range(3)]
+        assert all("fp32" in r and ceiling.COPY in r and len(set(r)) == per_round for r in rounds)
+    assert run.roofline is not None and run.roofline["bandwidth_bytes_s"] > 0
+    measured = run.roofline["peak_measurements"]
+    assert {p["precision"] for p in measured} == {"fp32", "int8"}
+    assert all(p["same_rounds_as_routes"] for p in measured)
+    assert ceiling.peaks_at(run, 1)["fp32"].gops == run.roofline["peaks"]["fp32"]["1"]
+    assert set(run.roofline["routes"]["fp32"]) == {p.label for p in TINY_GRID}

@@ -178,6 +178,14 @@ def test_time_split_does_not_count_activation_quantization_twice():
     assert "activation quantization" not in rest and "with their activation quantization" in included.describe()
 
 
+def test_time_split_names_activation_quantization_only_for_routes_that_quantize_activations():
+    fp32_peak = _peak("fp32", 1, 100.0)
+    for precision, quantizes in (("fp32", False), ("bf16", False), ("int8 weight-only", False),
+                                 ("int8 dynamic", True), ("int8 static", True)):
+        text = roofline.time_split(OPS, fp32_peak, 200.0, route_precision=precision).describe()
+        assert ("activation quantization" in text) is quantizes, precision
+
+
 # --- the two roofs --------------------------------------------------------------------------------------------
 
 MINILM_LIKE = SimpleNamespace(hidden_size=384, num_hidden_layers=12, num_attention_heads=12, intermediate_size=1536,
@@ -426,8 +434,13 @@ def test_roofline_record_structure_and_values(make_tiny_bert):
     int8_t2 = record["routes"]["dynamic-int8-x86"]["b4 s32 t2"]
     assert int8_t2["peak_precision"] == "int8" and int8_t2["precision_peak"] == 1700.0
     assert int8_t2["achieved_gops"] == pytest.approx(ops[(4, 32)].gops / 1.5e-3)
-    assert int8_t2["fraction"] == pytest.approx(int8_t2["achieved_gops"] / 1700.0)
-    split = roofline.time_split(ops[(4, 32)], 1700.0, 1.5)
+    # the Linears at the int8 peak, the attention matmuls (which stay in float) at the fp32 peak of 2 threads
+    op = ops[(4, 32)]
+    compute_ms = (op.linear_gops / 1700.0 + op.attention_gops / 150.0) * 1e3
+    assert op.attention_gops > 0 and int8_t2["compute_ms"] == pytest.approx(compute_ms)
+    assert int8_t2["fraction"] == pytest.approx(compute_ms / 1.5)
+    split = roofline.time_split(op, 1700.0, 1.5, attention_peak_gops=150.0)
+    assert split.gemm_ms == pytest.approx(compute_ms)
     assert int8_t2["gemm_ms_at_peak"] == pytest.approx(split.gemm_ms)
     assert int8_t2["other_ms"] == pytest.approx(split.other_ms)
 

@@ -1,8 +1,10 @@
 """The roofline of a bench run: how close each route came to this machine's ceilings for its own precision.
 
-``measure(grid)`` times the peaks (``helpers.peaks.measure_peaks``: per precision the fastest of the GEMM forms the
-model runs, ``peaks.PEAK_KERNELS``) at every thread count of the grid, in the same process as the routes.
-``record(run, config, peaks, bandwidth)`` builds the results JSON's ``roofline`` object
+``RoofProbes`` holds the ceilings' probes (``helpers.peaks``: per precision every GEMM form the model runs,
+``peaks.PEAK_KERNELS``, and a DRAM copy) as callables that the bench times *in the same rounds as the routes* at
+every grid point; a precision's peak at a thread count is its fastest form's median, the best over the grid points
+with that thread count, and the bandwidth is the copy's best median over the grid. ``peaks_at(run, threads)``
+reads the peaks back as ``Peak`` objects. ``record(run, config, peaks, bandwidth)`` builds the results JSON's ``roofline`` object
 (``helpers.roofline.roofline_record``: peaks by precision and threads, the model's GOPs per grid point, per route
 and point the compute and memory roofs, which binds, the fraction and, above 1, why) and adds which kernel set each
 peak. ``rows(run)`` is the table at the summary point. ``isa_record`` measures what int8 gains under
@@ -11,20 +13,54 @@ peak. ``rows(run)`` is the table at the summary point. ``isa_record`` measures w
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from .. import peaks as peak_probe, roofline
+from .. import measure as measuring, peaks as peak_probe, roofline
 from .reading import EXPORTED_FAMILIES, latency_at, summary_point
 from .schema import BenchRun, Point
 
 PRECISIONS = ("fp32", "bf16", "int8")
+#: The name the copy probe is timed under, beside the routes and the ``peak <precision> <form>`` kernels.
+COPY = "memory copy"
 
 
-def measure(grid: Sequence[Point], runs: int = 3, precisions: Iterable[str] = PRECISIONS,
-            **kwargs) -> list[peak_probe.Peak]:
-    """``peaks.measure_peaks`` at every thread count of ``grid`` (keyword arguments go to it: shape, warmup...)."""
-    threads = sorted({p.threads for p in grid})
-    return peak_probe.measure_peaks(tuple(precisions), threads=threads, runs=runs, **kwargs)
+class RoofProbes:
+    """The roofline's probes, to time in the bench's rounds: ``callables(threads)`` gives them as zero-argument
+    callables by name (built once per thread count), ``take(timing, threads)`` keeps what one round robin measured.
+    Afterwards ``peaks`` is the ``Peak`` list (each marked ``same_rounds_as_routes``) and ``bandwidth`` the copy's
+    bytes/s (None without the copy probe)."""
+
+    def __init__(self, precisions: Iterable[str] = PRECISIONS, bandwidth: bool = True, copy_bytes: int | None = None,
+                 shape: tuple[int, int, int] | None = None, max_call_s: float | None = 0.1):
+        self.precisions, self.shape, self.max_call_s = tuple(precisions), shape, max_call_s
+        self._copy = peak_probe.copy_kernel(copy_bytes) if bandwidth else None
+        self._kernels: dict[int, dict[str, peak_probe.PeakKernel]] = {}
+        self._best: dict[tuple[str, int], peak_probe.Peak] = {}
+        self.bandwidth: float | None = None
+
+    def callables(self, threads: int) -> dict[str, Callable[[], object]]:
+        if threads not in self._kernels:
+            self._kernels[threads] = peak_probe.peak_kernels(self.precisions, threads, self.shape, self.max_call_s)
+        return {**self._kernels[threads], **({COPY: self._copy} if self._copy else {})}
+
+    def take(self, timing: measuring.RoundRobin, threads: int) -> None:
+        for precision, peak in peak_probe.peaks_from_latencies(self._kernels[threads], timing).items():
+            key = (precision, threads)
+            if key not in self._best or peak.gops > self._best[key].gops:
+                self._best[key] = peak
+        if self._copy is not None and COPY in timing.latencies:
+            bandwidth = self._copy.bandwidth(timing.latencies[COPY].median_ms / 1e3)
+            self.bandwidth = max(self.bandwidth or 0.0, bandwidth)
+
+    @property
+    def peaks(self) -> list[peak_probe.Peak]:
+        return [self._best[key] for key in sorted(self._best, key=lambda k: (k[1], self.precisions.index(k[0])))]
+
+
+def peaks_at(run: BenchRun, threads: int) -> dict[str, peak_probe.Peak]:
+    """``{precision: Peak}`` of ``run``'s roofline at ``threads`` threads (empty without a roofline)."""
+    measured = (run.roofline or {}).get("peak_measurements", [])
+    return {p["precision"]: peak_probe.Peak.from_dict(p) for p in measured if p["threads"] == threads}
 
 
 def record(run: BenchRun, config, peaks: Sequence[peak_probe.Peak], bandwidth: float | None = None) -> dict:
@@ -66,7 +102,7 @@ def rows(run: BenchRun) -> list[dict]:
             continue
         out.append({"route": row.route, "peak": entry["peak_precision"], "peak GOP/s": entry["precision_peak"],
                     "achieved GOP/s": entry["achieved_gops"], "binds": entry.get("binds", "compute"),
-                    "fraction of peak": entry["fraction"], "above 1 because": entry.get("above_one_reason"),
+                    "fraction of roof": entry["fraction"], "above 1 because": entry.get("above_one_reason"),
                     "GEMMs at peak ms": entry["gemm_ms_at_peak"], "everything else ms": entry["other_ms"]})
     return out
 

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import course, cpu, deprecations, engine, evaluation, finetune, measure, peaks, routes as routes_mod
+from .. import course, cpu, deprecations, engine, evaluation, finetune, measure, routes as routes_mod
 from . import ceiling
 from .reading import evaluate_target
 from .schema import TARGET, BenchRun, LatencyPoint, Point, RouteResult
@@ -109,13 +109,14 @@ def _fail(row: RouteResult, exc: BaseException, stage: str) -> None:
 def measure_routes(rows: Sequence[RouteResult], built: dict[str, routes_mod.Built], ctx: routes_mod.Context,
                    points: Sequence[Point], test_texts, test_labels, runs: int = 5, warmup: int = 1,
                    eval_batch: int = evaluation.EVAL_BATCH_SIZE, bar=None, budget_s: float | None = None,
-                   split: str = "test") -> None:
+                   split: str = "test", probes: ceiling.RoofProbes | None = None) -> None:
     """Latency of every built route at every grid point, the routes timed together point by point (cheapest point
     first, so a slow route is caught before the costly ones); then the evaluation protocol on ``test_texts``
     (``evaluation.predict_logits`` at ``eval_batch`` sentences padded to ``ctx.max_len``, ``evaluation.compare``
     with fp32's logits, fp32 being its own reference). Fills in ``rows`` (one per name in ``built``); a route's
     own failure becomes ``status="failed"`` and, with ``budget_s``, a stage whose time, extrapolated from the
-    route's fastest timed call so far, exceeds it is ``status="skipped"`` with the estimate (never fp32's)."""
+    route's fastest timed call so far, exceeds it is ``status="skipped"`` with the estimate (never fp32's).
+    ``probes`` (the roofline's peak kernels and copy) are timed in the same rounds as the routes at every point."""
     by_name = {row.route: row for row in rows}
     alive, seconds_per_token = dict(built), {name: None for name in built}
     for point in sorted(points, key=_tokens):
@@ -131,11 +132,17 @@ def measure_routes(rows: Sequence[RouteResult], built: dict[str, routes_mod.Buil
             except Exception as exc:
                 _fail(row, exc, f"latency {point.label}")
                 del alive[name]
-        timing, failed = time_together(ready, batch, point, runs, warmup)
+        probe_calls = {name: (lambda batch, probe=probe: probe())
+                       for name, probe in (probes.callables(point.threads) if probes and ready else {}).items()}
+        timing, failed = time_together({**ready, **probe_calls}, batch, point, runs, warmup)
         for name, exc in failed.items():
+            if name in probe_calls:  # a probe's failure is the bench's own bug, not a route's
+                raise exc
             _fail(by_name[name], exc, f"latency {point.label}")
             del alive[name]
-        if timing is not None:
+        if timing is not None and set(timing.latencies) - set(probe_calls):
+            if probe_calls:
+                probes.take(timing, point.threads)
             _record_point(timing, point, first_ms, by_name, seconds_per_token)
         if bar is not None:
             bar.update(1)
@@ -164,8 +171,10 @@ def _record_point(timing: measure.RoundRobin, point: Point, first_ms: dict[str, 
     fp32s = [name for name in timing.latencies if name in routes_mod.FP32_BASELINES]
     best = min(fp32s, key=lambda name: timing.latencies[name].median_ms) if fp32s else None
     for name, lat in timing.latencies.items():
+        if name not in by_name:  # a roofline probe timed in the same rounds
+            continue
         up = timing.versus(name, "fp32") if "fp32" in timing.latencies else None
-        vs_best = timing.versus(name, best) if best else None
+        vs_best = timing.versus(name, best) if best and name != best else None  # not the best against itself
         point_row = LatencyPoint.measured(point, lat, first_call_ms=first_ms[name])
         by_name[name].latency.append(replace(
             point_row, speedup=up and up.median, speedup_p10=up and up.p10, speedup_p90=up and up.p90,
@@ -217,11 +226,14 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
                route_list: Sequence[routes_mod.Route], points: Sequence[Point], runs: int = 5, warmup: int = 1,
                skipped: Sequence[tuple[routes_mod.Route, str]] = (), progress: bool = True,
                settings: dict | None = None, features: dict | None = None, budget_s: float | None = None,
-               split: str = "test", eval_batch: int = evaluation.EVAL_BATCH_SIZE) -> BenchRun:
+               split: str = "test", eval_batch: int = evaluation.EVAL_BATCH_SIZE,
+               roofline: bool | ceiling.RoofProbes = False) -> BenchRun:
     """Measure ``route_list`` on every grid point; ``route_list`` must start with fp32 if speedups are wanted.
     ``skipped`` routes become rows with ``status="skipped"`` and the reason, and so does every route whose
     ``needs`` the CPU lacks (``routes.missing_capability`` on ``features``, default ``helpers.cpu.features()``).
-    ``budget_s`` caps each stage of a route (see ``measure_routes``), except fp32 eager's: every comparison needs it."""
+    ``budget_s`` caps each stage of a route (see ``measure_routes``), except fp32 eager's: every comparison needs it.
+    ``roofline`` (True, or the ``ceiling.RoofProbes`` to use) times the roofline's probes in the routes' rounds and writes
+    ``run.roofline`` from them (``ceiling.record``, with ``ctx.model.config``'s op counts)."""
     from tqdm.auto import tqdm
 
     if not points:
@@ -235,6 +247,7 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     t0 = time.perf_counter()
     rows, built = [], {}
+    probes = roofline if isinstance(roofline, ceiling.RoofProbes) else ceiling.RoofProbes() if roofline else None
     with tqdm(total=len(route_list) + len(points), desc="bench", unit="step", disable=not progress) as bar, \
             torch._dynamo.config.patch(recompile_limit=RECOMPILE_LIMIT):
         for route in route_list:  # build every route first: they are timed together, point by point
@@ -254,7 +267,7 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
             bar.update(1)
         bar.set_postfix_str("timing the routes together")
         measure_routes(rows, built, ctx, points, test_texts, test_labels, runs, warmup, eval_batch, bar=bar,
-                       budget_s=budget_s, split=split)
+                       budget_s=budget_s, split=split, probes=probes)
     built.clear()
     routes_mod.release()
     rows += [RouteResult.of(r, status="skipped", error=why) for r, why in skipped]
@@ -267,6 +280,8 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
                     "max_len": ctx.max_len, "budget_s": budget_s}, list(points), rows, best_fp32=best,
                    protocol=protocol)
     run.target = evaluate_target(run)
+    if probes is not None and probes.peaks:
+        run.roofline = ceiling.record(run, ctx.model.config, probes.peaks, bandwidth=probes.bandwidth)
     return run
 
 
@@ -306,8 +321,8 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
     or full classifier (default: smoke when ``quick``). Every route is scored on the whole test split (or its first
     ``test_examples``) with the evaluation protocol. Compiled routes are skipped in quick mode unless
     ``include_compiled=True``; routes whose CPU capability is missing are skipped with the reason; ``budget_s``
-    (default ``settings_for(quick)["budget_s"]``) caps each stage of a route. ``with_roofline`` measures the
-    peaks in the same run and writes ``run.roofline``."""
+    (default ``settings_for(quick)["budget_s"]``) caps each stage of a route. ``with_roofline`` times the peaks
+    and the copy bandwidth in the same rounds as the routes and writes ``run.roofline``."""
     smoke = quick if smoke is None else smoke
     include_compiled = (not quick) if include_compiled is None else include_compiled
     settings = settings_for(quick)
@@ -328,8 +343,6 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
     points = grid(quick, threads)
     run = run_routes(ctx, clf.test.texts, clf.test.labels, run_list, points, runs=runs, warmup=settings["warmup"],
                      skipped=skipped, progress=progress, budget_s=budget_s,
-                     settings={"quick": quick, "smoke_classifier": smoke, "classifier": finetune.entry_dir(clf.config).name})
-    if with_roofline:
-        run.roofline = ceiling.record(run, clf.model.config, ceiling.measure(points, runs=runs),
-                                      bandwidth=peaks.measure_bandwidth())
+                     settings={"quick": quick, "smoke_classifier": smoke, "classifier": finetune.entry_dir(clf.config).name},
+                     roofline=with_roofline)
     return run

@@ -164,6 +164,16 @@ def summarize(times_ms: Sequence[float], threads: int) -> Latency:
     return Latency(*_median_band(times), len(times), threads)
 
 
+#: The verdict when a per-round ratio's p10-p90 band contains 1: too close to call either way.
+SPANS_ONE = "band spans 1"
+
+
+def ratio_verdict(p10: float, p90: float) -> str:
+    """"faster" when even the slow decile of per-round ratios is above 1, "slower" when even the fast one is below
+    1, else ``SPANS_ONE``."""
+    return "faster" if p10 > 1 else "slower" if p90 < 1 else SPANS_ONE
+
+
 @dataclass(frozen=True)
 class Speedup:
     """Baseline time / this model's time, one ratio per round (both timed in the same round): > 1 is faster."""
@@ -177,9 +187,9 @@ class Speedup:
 
     @property
     def verdict(self) -> str:
-        """Says "faster" or "slower" only when the ratio's whole p10-p90 band is on one side of 1: a median alone
-        can land on either side of 1 by noise."""
-        return "faster" if self.p10 > 1 else "slower" if self.p90 < 1 else "bands overlap"
+        """Says "faster" or "slower" only when the ratio's whole p10-p90 band is on one side of 1 (a median alone
+        can land on either side of 1 by noise), else ``SPANS_ONE``."""
+        return ratio_verdict(self.p10, self.p90)
 
 
 @dataclass(frozen=True)

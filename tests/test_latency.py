@@ -67,13 +67,14 @@ def test_round_robin_verdicts_follow_the_ratio_band():
     rr, _ = round_robin({"fp32": base, "slow": [20.0, 25.0, 20.0, 25.0, 20.0, 25.0],
                          "noisy": [8.0, 12.5, 8.0, 12.5, 8.0, 12.5]}, runs=6, warmup=0)
     assert rr.verdict("slow") == "slower" and rr.speedups["slow"].p90 < 1
-    assert rr.verdict("noisy") == "bands overlap" and rr.speedups["noisy"].p10 < 1 < rr.speedups["noisy"].p90
+    assert rr.verdict("noisy") == measure.SPANS_ONE == "band spans 1"
+    assert rr.speedups["noisy"].p10 < 1 < rr.speedups["noisy"].p90
     assert rr.verdict("fp32") == "baseline"
     rows = {row["model"]: row for row in rr.rows()}
     assert rows["slow"]["x fp32"] == pytest.approx(0.45) and rows["slow"]["p10-p90 of x"] == "0.40-0.50"
     assert rows["slow"]["verdict"] == "slower" and rows["slow"]["p10-p90 ms"] == "20.0-25.0"
     assert rows["fp32"]["x fp32"] == 1.0 and rows["fp32"]["p10-p90 of x"] is None
-    assert rows["noisy"]["p10-p90 of x"] == "0.80-1.25" and rows["noisy"]["verdict"] == "bands overlap"
+    assert rows["noisy"]["p10-p90 of x"] == "0.80-1.25" and rows["noisy"]["verdict"] == "band spans 1"
     assert "slow: 0.45x the speed of fp32 (p10-p90 0.40-0.50x over 6 rounds" in rr.describe()
 
 

@@ -87,7 +87,7 @@ class LatencyPoint(measure.Latency):
         """"faster" / "slower" than the fastest fp32 route only when the per-round band excludes 1."""
         if self.vs_best_fp32_p10 is None or self.vs_best_fp32_p90 is None:
             return None
-        return "faster" if self.vs_best_fp32_p10 > 1 else "slower" if self.vs_best_fp32_p90 < 1 else "bands overlap"
+        return measure.ratio_verdict(self.vs_best_fp32_p10, self.vs_best_fp32_p90)
 
     @classmethod
     def measured(cls, point: Point, latency: measure.Latency, first_call_ms: float) -> LatencyPoint:

@@ -42,9 +42,13 @@ def to_markdown(run: bench.BenchRun) -> str:
         lines += ["## Latency per grid point", "", tables.to_markdown(lat), ""]
     roof = bench.ceiling.rows(run)
     if roof:
-        peaks = [f"{p['precision']} {p['threads']} thread(s): {p['gops']:.1f} GOP/s ({p['kernel']})"
-                 for p in run.roofline.get("peak_measurements", [])]
-        lines += [f"## Roofline at b{b} s{s} t{t}", "", "Peaks measured in this run: " + "; ".join(peaks) + ".", "",
+        measured = run.roofline.get("peak_measurements", [])
+        peaks = [f"{p['precision']} {p['threads']} thread(s): {p['gops']:.1f} GOP/s ({p['kernel']})" for p in measured]
+        when = ("timed in the same rounds as the routes" if measured and all(p.get("same_rounds_as_routes")
+                                                                             for p in measured) else "measured in this run")
+        bandwidth = run.roofline.get("bandwidth_bytes_s")
+        copy = f" Copy bandwidth: {bandwidth / 1e9:.1f} GB/s." if bandwidth else ""
+        lines += [f"## Roofline at b{b} s{s} t{t}", "", f"Peaks {when}: " + "; ".join(peaks) + "." + copy, "",
                   tables.to_markdown(roof), ""]
     isa_rows = (run.isa_sensitivity or {}).get("rows")
     if isa_rows:

@@ -102,8 +102,9 @@ class IncompatibleVersionError(PersistenceError, RuntimeError):
     """The manifest was written by an incompatible torch version or an unknown manifest format."""
 
 
-class EngineMismatchError(PersistenceError, RuntimeError):
-    """The checkpoint was packed for another quantized engine than the active one."""
+class EngineChangeWarning(UserWarning):
+    """The checkpoint was saved under another quantized engine than the active one: it loads (the file holds the
+    unpacked int8 weights, packed again for the active engine), but that engine's kernels may round differently."""
 
 
 class FloatCheckpointError(PersistenceError, ValueError):
@@ -320,14 +321,16 @@ def _version_tuple(version: str) -> tuple[int, int]:
 
 
 def check_torch_version(saved: str, current: str | None = None) -> None:
-    """The packed int8 weights of ``torch.ao`` are only promised to load in the torch release that wrote them
-    (same major.minor). Anything else raises ``IncompatibleVersionError``."""
+    """This helper loads only files of the torch release that wrote them (same major.minor), else raises
+    ``IncompatibleVersionError``: ``torch.ao.quantization`` is deprecated, and the state format of its quantized
+    modules has changed between releases (``LinearPackedParams._version`` is 3)."""
     current = current or torch.__version__
     if _version_tuple(saved) != _version_tuple(current):
         raise IncompatibleVersionError(
-            f"the checkpoint was written by torch {saved}, this is torch {current}. torch.ao's packed int8 weights "
-            f"are only guaranteed to load in the same release (major.minor). Install torch=={saved} to load it, then "
-            "re-quantize from the float weights, or use a portable format (ONNX).")
+            f"the checkpoint was written by torch {saved}, this is torch {current}: this loader reads only the same "
+            f"release (major.minor), since torch.ao.quantization is deprecated and its module state format has changed "
+            f"between releases. Install torch=={saved} to load it, then re-quantize from the float weights, or use a "
+            "format that records the quantization (TorchAoConfig + save_pretrained, or ONNX).")
 
 
 # --- save and load --------------------------------------------------------------------------------------------
@@ -412,24 +415,26 @@ def verify_files(directory: str | os.PathLike, manifest: Mapping) -> None:
                                         "the file was modified or corrupted after saving. Do not use it; save again.")
 
 
-def load_quantized(directory: str | os.PathLike, build_float: Callable[[], torch.nn.Module],
-                   allow_engine_change: bool = False) -> torch.nn.Module:
+def load_quantized(directory: str | os.PathLike, build_float: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     """Rebuild and load a model saved by ``save_quantized``; returns it in eval mode.
 
     ``build_float()`` must return the float model of the same architecture (its weights do not matter: every
     quantized and float tensor is replaced from the file, strictly). The manifest's spec is applied to it, the files
     are checked against the manifest, and the weights are read with ``torch.load(weights_only=True)``.
 
-    The packed weights are laid out for the engine that saved them; loading under another engine works but the
-    logits may change in the last bits, so it is refused unless ``allow_engine_change=True``.
+    The file holds the int8 weights unpacked (``LinearPackedParams`` saves ``linear_unpack``'s output), and loading
+    packs them for the active quantized engine. Under another engine than the one that saved them it loads, with an
+    ``EngineChangeWarning``: that engine's kernels may round differently, so logits may differ in the last bits.
     """
     manifest = read_manifest(directory)
     engine = torch.backends.quantized.engine
-    if manifest["engine"] != engine and not allow_engine_change:
-        raise EngineMismatchError(
-            f"the checkpoint was saved under the {manifest['engine']!r} quantized engine, the active one is "
-            f"{engine!r}. Select it first (helpers.engine.select_engine({manifest['engine']!r})), or pass "
-            "allow_engine_change=True and accept logits that may differ in the last bits.")
+    if manifest["engine"] != engine:
+        warnings.warn(EngineChangeWarning(
+            f"the checkpoint was saved under the {manifest['engine']!r} quantized engine and loads under {engine!r}: "
+            f"its weights are packed again for {engine!r}, whose kernels may round differently, so logits may differ "
+            f"in the last bits from the saving machine's. For bit-identical logits, load under "
+            f"{manifest['engine']!r} where this CPU supports it (torch.backends.quantized.supported_engines)."),
+            stacklevel=2)
     verify_files(directory, manifest)
     spec = QuantSpec.from_dict(manifest["quantization"])
     state = load_state_file(Path(directory) / WEIGHTS_FILE)

@@ -214,18 +214,19 @@ def test_missing_files(saved_mlp, tmp_path):
         P.load_state_file(directory / "nope.pt")
 
 
-def test_engine_mismatch(saved_mlp):
+def test_another_engine_loads_with_a_warning(saved_mlp):
+    """The file holds unpacked weights: another engine packs them again, so it loads (on an ARM laptop a file saved
+    under x86 must not be a dead end), and says the logits may differ in the last bits."""
     q, directory = saved_mlp
     path = directory / P.MANIFEST_FILE
     manifest = json.loads(path.read_text())
     other = next(e for e in torch.backends.quantized.supported_engines if e not in ("none", manifest["engine"]))
     manifest["engine"] = other
     path.write_text(json.dumps(manifest))
-    with pytest.raises(P.EngineMismatchError, match=f"saved under the '{other}' quantized engine"):
-        P.load_quantized(directory, build_mlp)
-    loaded = P.load_quantized(directory, build_mlp, allow_engine_change=True)  # explicit opt-in still loads
+    with pytest.warns(P.EngineChangeWarning, match=f"saved under the '{other}' quantized engine"):
+        loaded = P.load_quantized(directory, build_mlp)
     x = torch.randn(4, 16)
-    assert torch.equal(q(x), loaded(x))
+    assert torch.equal(q(x), loaded(x))  # the same engine as the saving process here: the same kernels
 
 
 def test_pickled_module_is_refused(tmp_path):

@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import deprecations, measure
+from . import deprecations, measure, pt2e
 from . import engine as engine_mod
 from .route_core import eager_forward, given, logits_of, timed
 # Re-exported: notebooks reach the route machinery through this module.
@@ -133,10 +133,17 @@ def torchao_builder(*, config, compiled: bool, int8_embeddings: bool = False) ->
         if int8_embeddings:
             tq.quantize_(model, tq.Int8WeightOnlyConfig(), filter_fn=is_embedding)
         size = measure.state_dict_bytes(model)
-        # freezing lets inductor treat the int8 weights as constants (pre-packed for the CPU kernels)
-        run = torch.compile(model, dynamic=True, options={"freezing": True}) if compiled else model
         notes = type(chosen).__name__ + (" + int8 embeddings" if int8_embeddings else "")
-        return Built(eager_forward(run), size, notes=notes + (" + torch.compile" if compiled else ", eager"))
+        if not compiled:
+            return Built(eager_forward(model), size, notes=notes + ", eager")
+        compiled_forward = eager_forward(torch.compile(model, dynamic=True))
+
+        def forward(batch):
+            # freezing set globally while Dynamo traces (each new shape), so the int8 weights become constants that
+            # Inductor can pre-pack: options={"freezing": True} would reach Inductor only (helpers.pt2e)
+            with torch.no_grad(), pt2e.inductor_freezing():
+                return compiled_forward(batch)
+        return Built(forward, size, notes=notes + " + torch.compile (freezing)")
     build.__doc__ = (f"torchao.quantization.quantize_(model, config)"
                      f"{' and Int8WeightOnlyConfig on nn.Embedding' if int8_embeddings else ''}"
                      f"{' then torch.compile' if compiled else ''}.")

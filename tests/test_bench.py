@@ -620,3 +620,26 @@ def test_roofline_probes_are_timed_in_the_same_rounds_as_the_routes(ctx):
     assert all(p["same_rounds_as_routes"] for p in measured)
     assert ceiling.peaks_at(run, 1)["fp32"].gops == run.roofline["peaks"]["fp32"]["1"]
     assert set(run.roofline["routes"]["fp32"]) == {p.label for p in TINY_GRID}
+
+
+def test_compiled_torchao_routes_trace_with_freezing_set_globally(ctx, monkeypatch):
+    """Dynamo reads the global freezing flag while tracing (options={"freezing": True} reaches Inductor only), so
+    the compiled torchao routes must call their program with it set, and leave it as it was."""
+    import torch._inductor.config as inductor_config
+
+    seen = []
+
+    def fake_compile(model, **kwargs):
+        assert "options" not in kwargs
+
+        def program(**batch):
+            seen.append(inductor_config.freezing)
+            return model(**batch)
+        return program
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    before = inductor_config.freezing
+    built = routes.registry()["torchao-w8-compile"].build(ctx)
+    built.forward(ctx.encode(TEXTS[:2], 16))
+    assert seen == [True] and inductor_config.freezing == before
+    assert built.notes.endswith("torch.compile (freezing)")

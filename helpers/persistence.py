@@ -103,8 +103,7 @@ class IncompatibleVersionError(PersistenceError, RuntimeError):
 
 
 class EngineChangeWarning(UserWarning):
-    """The checkpoint was saved under another quantized engine than the active one: it loads (the file holds the
-    unpacked int8 weights, packed again for the active engine), but that engine's kernels may round differently."""
+    """Loaded under another quantized engine than the one that saved it: its kernels may round differently."""
 
 
 class FloatCheckpointError(PersistenceError, ValueError):
@@ -422,9 +421,8 @@ def load_quantized(directory: str | os.PathLike, build_float: Callable[[], torch
     quantized and float tensor is replaced from the file, strictly). The manifest's spec is applied to it, the files
     are checked against the manifest, and the weights are read with ``torch.load(weights_only=True)``.
 
-    The file holds the int8 weights unpacked (``LinearPackedParams`` saves ``linear_unpack``'s output), and loading
-    packs them for the active quantized engine. Under another engine than the one that saved them it loads, with an
-    ``EngineChangeWarning``: that engine's kernels may round differently, so logits may differ in the last bits.
+    The file holds the int8 weights unpacked (``LinearPackedParams`` saves ``linear_unpack``'s output) and loading
+    packs them for the active engine; under another engine than the saving one it warns (``EngineChangeWarning``).
     """
     manifest = read_manifest(directory)
     engine = torch.backends.quantized.engine

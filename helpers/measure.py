@@ -201,8 +201,8 @@ class RoundRobin:
     speedups: dict[str, Speedup]
 
     def verdict(self, name: str) -> str:
-        """Says "faster" / "slower" than the baseline when the ratio's p10-p90 band excludes 1, else "bands
-        overlap"; "baseline" for the baseline itself."""
+        """Says "faster" / "slower" than the baseline when the ratio's p10-p90 band excludes 1, else
+        ``SPANS_ONE``; "baseline" for the baseline itself."""
         if name not in self.latencies:
             raise KeyError(f"{name!r} was not timed; the names are {list(self.latencies)}")
         return "baseline" if name == self.baseline else self.speedups[name].verdict

@@ -20,8 +20,7 @@ file against the manifest, reads the weights with ``torch.load(weights_only=True
 strictly. Every failure raises a ``PersistenceError`` subclass that names the cause and the fix (and the file: inside
 the course cache or checkout relative to it, see ``shown``); nothing is ever silently re-initialised.
 
-The manifest's sha256 detects a file damaged in transit or on disk. It does not stop tampering: whoever can edit the
-weights file can edit the manifest beside it. Safety against a malicious file comes from ``weights_only=True``.
+The manifest's sha256 detects a damaged file, not tampering (whoever can edit the weights can edit the manifest).
 """
 
 from __future__ import annotations
@@ -103,7 +102,10 @@ class IncompatibleVersionError(PersistenceError, RuntimeError):
 
 
 class EngineChangeWarning(UserWarning):
-    """Loaded under another quantized engine than the one that saved it: its kernels may round differently."""
+    """Loaded under an engine of another kernel family than the saving one: the int8 arithmetic itself can change."""
+
+
+KERNEL_FAMILY = {"x86": "fbgemm", "fbgemm": "fbgemm", "onednn": "onednn", "qnnpack": "qnnpack"}  # dynamic Linear's
 
 
 class FloatCheckpointError(PersistenceError, ValueError):
@@ -321,15 +323,14 @@ def _version_tuple(version: str) -> tuple[int, int]:
 
 def check_torch_version(saved: str, current: str | None = None) -> None:
     """This helper loads only files of the torch release that wrote them (same major.minor), else raises
-    ``IncompatibleVersionError``: ``torch.ao.quantization`` is deprecated, and the state format of its quantized
-    modules has changed between releases (``LinearPackedParams._version`` is 3)."""
+    ``IncompatibleVersionError``: a deliberate policy for a deprecated API, not a limit torch documents."""
     current = current or torch.__version__
     if _version_tuple(saved) != _version_tuple(current):
         raise IncompatibleVersionError(
             f"the checkpoint was written by torch {saved}, this is torch {current}: this loader reads only the same "
-            f"release (major.minor), since torch.ao.quantization is deprecated and its module state format has changed "
-            f"between releases. Install torch=={saved} to load it, then re-quantize from the float weights, or use a "
-            "format that records the quantization (TorchAoConfig + save_pretrained, or ONNX).")
+            f"release (major.minor), since torch.ao.quantization is deprecated. Install torch=={saved} to load it, or "
+            "keep the float weights and re-quantize them on load, or use a format that records the quantization "
+            "(TorchAoConfig + save_pretrained, or ONNX).")
 
 
 # --- save and load --------------------------------------------------------------------------------------------
@@ -422,18 +423,17 @@ def load_quantized(directory: str | os.PathLike, build_float: Callable[[], torch
     are checked against the manifest, and the weights are read with ``torch.load(weights_only=True)``.
 
     The file holds the int8 weights unpacked (``LinearPackedParams`` saves ``linear_unpack``'s output) and loading
-    packs them for the active engine; under another engine than the saving one it warns (``EngineChangeWarning``).
+    packs them for the active engine; under another kernel family (``KERNEL_FAMILY``) it warns.
     """
     manifest = read_manifest(directory)
-    engine = torch.backends.quantized.engine
-    if manifest["engine"] != engine:
-        warnings.warn(EngineChangeWarning(
-            f"the checkpoint was saved under the {manifest['engine']!r} quantized engine and loads under {engine!r}: "
-            f"its weights are packed again for {engine!r}, whose kernels may round differently, so logits may differ "
-            f"in the last bits from the saving machine's. For bit-identical logits, load under "
-            f"{manifest['engine']!r} where this CPU supports it (torch.backends.quantized.supported_engines)."),
-            stacklevel=2)
     verify_files(directory, manifest)
+    saved, engine = manifest["engine"], torch.backends.quantized.engine
+    if KERNEL_FAMILY.get(saved, saved) != KERNEL_FAMILY.get(engine, engine):
+        warnings.warn(EngineChangeWarning(
+            f"the checkpoint was saved under the {saved!r} quantized engine and loads under {engine!r}, whose kernels "
+            f"quantize activations differently (qnnpack ignores reduce_range: 8 bits where the others use 7), so "
+            f"predictions can change: check agreement with the saving engine's outputs, or load under {saved!r} "
+            f"where this CPU supports it (torch.backends.quantized.supported_engines)."), stacklevel=2)
     spec = QuantSpec.from_dict(manifest["quantization"])
     state = load_state_file(Path(directory) / WEIGHTS_FILE)
     kind = checkpoint_kind(state)

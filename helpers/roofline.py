@@ -242,10 +242,9 @@ def time_split(ops: ModelOps, peak_gops: Peak | float, latency_ms: float, attent
                route_precision: str | None = None, other_library: bool = False) -> TimeSplit:
     """Split ``latency_ms`` into the GEMMs at ``peak_gops`` (a ``Peak``, or its GOP/s) and the rest.
 
-    ``attention_peak_gops`` is the peak the attention matmuls run at (default: the peak). For an int8 route pass
-    the fp32 peak: quantizing the Linears leaves Q @ K^T and attention @ V in float. When the peak's kernel
-    includes activation quantization (``quantized.linear_dynamic``), the GEMM time already holds that cost, so
-    "everything else" does not name it again. ``route_precision`` and ``other_library`` only sharpen the
+    ``attention_peak_gops`` is the peak the attention matmuls run at (default: the peak; ``route_time_split`` passes
+    the fp32 peak for an int8 route). When the peak's kernel includes activation quantization
+    (``quantized.linear_dynamic``), the GEMM time already holds that cost, so "everything else" does not name it. ``route_precision`` and ``other_library`` only sharpen the
     explanation of a route faster than its GEMMs at peak."""
     if not latency_ms > 0:
         raise ValueError(f"latency_ms must be positive, got {latency_ms!r}")
@@ -342,6 +341,19 @@ def peak_precision_for(route_precision: str) -> str:
                          ) from None
 
 
+def route_time_split(ops: ModelOps, peaks: Mapping, latency_ms: float, route_precision: str,
+                     other_library: bool = False) -> TimeSplit:
+    """``time_split`` for a route: its Linears at its precision's peak (``peaks``: ``{precision: Peak or GOP/s}`` at
+    one thread count); an int8 route's attention matmuls stay in float, so they are charged at the fp32 peak."""
+    which = peak_precision_for(route_precision)
+    return time_split(ops, peaks[which], latency_ms, _peak_gops(_attention_peak(peaks, which)), route_precision,
+                      other_library)
+
+
+def _attention_peak(peaks: Mapping, which: str):
+    return peaks["fp32"] if which == "int8" and "fp32" in peaks else peaks[which]
+
+
 def point_label(batch: int, seq: int, threads: int | None = None) -> str:
     """"b32 s128" for the model's work at a (batch, seq); "b32 s128 t1" for a timing (as ``helpers.bench`` labels)."""
     label = f"b{batch} s{seq}"
@@ -408,15 +420,13 @@ def roofline_record(peaks: Iterable[Peak] | Mapping, ops_by_point: Mapping[tuple
             if gops is None:
                 raise KeyError(f"route {route!r} ({precision}) needs the {which} peak at {threads} threads, which "
                                f"was not measured; call measure_peaks(threads=(..., {threads}))")
-            peak = measured.get((which, str(threads)), gops)
-            attention = peak  # an int8 route's attention matmuls stay in fp32: charged at the fp32 peak
-            if which == "int8" and "fp32" in table and str(threads) in table["fp32"]:
-                attention = measured.get(("fp32", str(threads)), table["fp32"][str(threads)])
+            at_threads = {kind: measured.get((kind, str(threads)), by_threads[str(threads)])
+                          for kind, by_threads in table.items() if str(threads) in by_threads}
             ops = ops_by_point[(batch, seq)]
             weight_bytes = ops.weight_bytes(precision) if bandwidth is not None else None
-            roof = roof_point(ops, weight_bytes, median_ms, peak, bandwidth, precision, other_library, cache_bytes,
-                              attention)
-            split = time_split(ops, peak, median_ms, _peak_gops(attention), precision, other_library)
+            split = route_time_split(ops, at_threads, median_ms, precision, other_library)
+            roof = roof_point(ops, weight_bytes, median_ms, at_threads[which], bandwidth, precision, other_library,
+                              cache_bytes, _attention_peak(at_threads, which))
             points[point_label(batch, seq, threads)] = {
                 "achieved_gops": achieved(ops, median_ms), "precision_peak": gops, "peak_precision": which,
                 "gemm_ms_at_peak": split.gemm_ms, "other_ms": split.other_ms, **roof.as_dict()}
@@ -436,5 +446,5 @@ def minilm_ops(batch: int, seq: int) -> ModelOps:
 
 __all__ = ["DEFAULT_SHAPE", "INT8_KERNELS", "PEAK_KERNELS", "ROUTE_PEAK_PRECISION", "Peak", "ModelOps", "TimeSplit",
            "RouteLatencies", "measure_peak", "measure_peaks", "peaks_table", "model_ops", "minilm_ops", "achieved",
-           "roofline_fraction", "time_split", "peak_precision_for", "point_label", "latencies_from_rows",
-           "roofline_record", "BYTES_PER_WEIGHT", "RoofPoint", "roof_point"]
+           "roofline_fraction", "time_split", "route_time_split", "peak_precision_for", "point_label",
+           "latencies_from_rows", "roofline_record", "BYTES_PER_WEIGHT", "RoofPoint", "roof_point"]

@@ -153,6 +153,23 @@ def test_time_split_charges_attention_at_its_own_peak():
     assert split.other_ms == pytest.approx(100.0 - split.gemm_ms)
 
 
+def test_route_time_split_charges_an_int8_routes_attention_at_the_fp32_peak():
+    at_threads = {"fp32": _peak("fp32", 1, 22.0), "int8": _peak("int8", 1, 220.0), "bf16": _peak("bf16", 1, 44.0)}
+    for precision in ("int8 dynamic", "int8 static"):
+        split = roofline.route_time_split(OPS, at_threads, 100.0, precision)
+        assert split.linear_ms == pytest.approx(10 / 220 * 1e3), precision
+        assert split.attention_ms == pytest.approx(1 / 22 * 1e3), precision
+    weight_only = roofline.route_time_split(OPS, at_threads, 100.0, "int8 weight-only")  # dequantized: fp32 GEMMs
+    assert weight_only.linear_ms == pytest.approx(10 / 22 * 1e3)
+    assert weight_only.attention_ms == pytest.approx(1 / 22 * 1e3)
+    bf16 = roofline.route_time_split(OPS, at_threads, 100.0, "bf16")
+    assert bf16.linear_ms == pytest.approx(10 / 44 * 1e3) and bf16.attention_ms == pytest.approx(1 / 44 * 1e3)
+    latencies = {"q": ("int8 dynamic", {(1, 1, 1): 100.0})}
+    record = roofline.roofline_record([*at_threads.values()], {(1, 1): OPS}, latencies)
+    assert record["routes"]["q"]["b1 s1 t1"]["gemm_ms_at_peak"] == pytest.approx(
+        roofline.route_time_split(OPS, at_threads, 100.0, "int8 dynamic").gemm_ms)
+
+
 def test_time_split_of_a_route_faster_than_the_peak_says_why():
     split = roofline.time_split(OPS, peak_gops=220.0, latency_ms=40.0)
     assert split.exceeds_peak and split.other_ms == 0.0

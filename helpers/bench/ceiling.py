@@ -4,11 +4,11 @@
 ``peaks.PEAK_KERNELS``, and a DRAM copy) as callables that the bench times *in the same rounds as the routes* at
 every grid point; a precision's peak at a thread count is its fastest form's median, the best over the grid points
 with that thread count, and the bandwidth is the copy's best median over the grid. ``peaks_at(run, threads)``
-reads the peaks back as ``Peak`` objects. ``record(run, config, peaks, bandwidth)`` builds the results JSON's ``roofline`` object
-(``helpers.roofline.roofline_record``: peaks by precision and threads, the model's GOPs per grid point, per route
-and point the compute and memory roofs, which binds, the fraction and, above 1, why) and adds which kernel set each
-peak. ``rows(run)`` is the table at the summary point. ``isa_record`` measures what int8 gains under
-``ONEDNN_MAX_CPU_ISA`` caps (``helpers.isa``), for ``make bench``'s ``isa_sensitivity`` object.
+reads the peaks back as ``Peak`` objects. ``record(run, config, peaks, bandwidth)`` builds the results JSON's
+``roofline`` object (``helpers.roofline.roofline_record``: peaks by precision and threads, the model's GOPs per
+grid point, per route and point the compute and memory roofs, which binds, the fraction and, above 1, why) and
+adds which kernel set each peak. ``rows(run)`` is the table at the summary point. ``isa_record`` measures what int8
+gains under ``ONEDNN_MAX_CPU_ISA`` caps (``helpers.isa``), for ``make bench``'s ``isa_sensitivity`` object.
 """
 
 from __future__ import annotations
@@ -26,14 +26,15 @@ COPY = "memory copy"
 
 class RoofProbes:
     """The roofline's probes, to time in the bench's rounds: ``callables(threads)`` gives them as zero-argument
-    callables by name (built once per thread count), ``take(timing, threads)`` keeps what one round robin measured.
+    callables by name (built on first use, once per thread count; the copy's two buffers too), ``take(timing,
+    threads)`` keeps what one round robin measured.
     Afterwards ``peaks`` is the ``Peak`` list (each marked ``same_rounds_as_routes``) and ``bandwidth`` the copy's
     bytes/s (None without the copy probe)."""
 
     def __init__(self, precisions: Iterable[str] = PRECISIONS, bandwidth: bool = True, copy_bytes: int | None = None,
                  shape: tuple[int, int, int] | None = None, max_call_s: float | None = 0.1):
         self.precisions, self.shape, self.max_call_s = tuple(precisions), shape, max_call_s
-        self._copy = peak_probe.copy_kernel(copy_bytes) if bandwidth else None
+        self._with_copy, self._copy_bytes, self._copy = bandwidth, copy_bytes, None
         self._kernels: dict[int, dict[str, peak_probe.PeakKernel]] = {}
         self._best: dict[tuple[str, int], peak_probe.Peak] = {}
         self.bandwidth: float | None = None
@@ -41,6 +42,8 @@ class RoofProbes:
     def callables(self, threads: int) -> dict[str, Callable[[], object]]:
         if threads not in self._kernels:
             self._kernels[threads] = peak_probe.peak_kernels(self.precisions, threads, self.shape, self.max_call_s)
+        if self._with_copy and self._copy is None:
+            self._copy = peak_probe.copy_kernel(self._copy_bytes)
         return {**self._kernels[threads], **({COPY: self._copy} if self._copy else {})}
 
     def take(self, timing: measuring.RoundRobin, threads: int) -> None:

@@ -244,8 +244,8 @@ def time_split(ops: ModelOps, peak_gops: Peak | float, latency_ms: float, attent
 
     ``attention_peak_gops`` is the peak the attention matmuls run at (default: the peak; ``route_time_split`` passes
     the fp32 peak for an int8 route). When the peak's kernel includes activation quantization
-    (``quantized.linear_dynamic``), the GEMM time already holds that cost, so "everything else" does not name it. ``route_precision`` and ``other_library`` only sharpen the
-    explanation of a route faster than its GEMMs at peak."""
+    (``quantized.linear_dynamic``), the GEMM time already holds that cost, so "everything else" does not name it.
+    ``route_precision`` and ``other_library`` only sharpen the explanation of a route faster than its GEMMs at peak."""
     if not latency_ms > 0:
         raise ValueError(f"latency_ms must be positive, got {latency_ms!r}")
     peak, peak_gops = peak_gops, _peak_gops(peak_gops)

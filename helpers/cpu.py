@@ -35,7 +35,7 @@ NOTABLE_FLAGS = (
 )
 #: Instructions that multiply int8 pairs and sum them into int32 in one step.
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm")
-#: Instructions that compute in bf16 natively (without them bf16 is converted to fp32 around generic code).
+#: Instructions that compute in bf16 natively (without them bf16 is emulated or runs in generic code, slower than fp32).
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 #: Each flag's key in ``torch.cpu.get_capabilities()`` (torch 2.13: ``torch/cpu/__init__.py`` lists the keys; the
 #: ARM ones are set in ATen from cpuinfo's ``cpuinfo_has_arm_neon/neon_dot/i8mm/bf16/sve``).

@@ -14,7 +14,8 @@ notebooks that reuse them. Each function names the call it wraps:
 3. ``compile_classifier``: ``ov.Core().compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": n,
    "INFERENCE_PRECISION_HINT": "f32" | "bf16", "PERFORMANCE_HINT": "LATENCY"})``. The precision is always explicit:
    on a CPU with bf16 the plugin may pick bf16 when no hint is given (``default_precision_hint`` says what it
-   picks here), and a bf16 request on a CPU without bf16 would silently run f32, so it is refused.
+   picks here). Without native bf16, a bf16 request is emulated on AVX-512 (slower than f32) and silently runs f32
+   on AVX2; the second case is refused here.
    ``runtime_precisions`` and ``profile_by_kernel`` show what runs: on a CPU without VNNI (AVX2 only) the int8
    MatMuls fall back to oneDNN's ``jit_gemm_I8`` kernel, which can be slower than f32.
 4. ``OpenVinoClassifier``: a compiled model's infer request, called like the other routes (a tokenized batch in,
@@ -112,9 +113,9 @@ def _one_matmul_model():
 def default_precision_hint() -> str:
     """The precision the CPU plugin runs when no ``INFERENCE_PRECISION_HINT`` is given, on this machine.
 
-    Wraps ``ov.Core().compile_model(model, "CPU")`` (no config) and ``compiled.get_property("INFERENCE_PRECISION_HINT")``
-    on a one-MatMul model: what a compile with the defaults actually runs (``"bf16"`` on CPUs with AMX, ``"f32"``
-    where there is no bf16 hardware)."""
+    Wraps ``ov.Core().compile_model(model, "CPU")`` (no config) and
+    ``compiled.get_property("INFERENCE_PRECISION_HINT")`` on a one-MatMul model: what a compile with the defaults
+    actually runs (``"bf16"`` on CPUs with AVX-512 BF16 or AMX, ``"f32"`` on x86 CPUs without bf16 hardware)."""
     ov = import_openvino()
     compiled = ov.Core().compile_model(_one_matmul_model(), "CPU")
     return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
@@ -332,7 +333,7 @@ def compile_classifier(model_or_path, precision: str = "f32", threads: int | Non
 
     ``model_or_path``: an ``ov.Model`` or the ``.xml`` path. ``precision``: ``"f32"`` or ``"bf16"`` (the precision of
     the layers that are not int8). ``threads``: ``None`` means every CPU this process may use. The compiled model's
-    ``INFERENCE_PRECISION_HINT`` is read back: ``"bf16"`` on a CPU without bf16 raises instead of silently running f32.
+    ``INFERENCE_PRECISION_HINT`` is read back: a ``"bf16"`` request that the plugin runs as f32 raises instead.
     """
     ov = import_openvino()
     config = compile_config(precision, threads, perf_count)

@@ -1,19 +1,22 @@
 """What every inference route is made of: the ``Context`` a builder gets, the ``Built`` it returns, the ``Route``
-record, and the CPU capabilities a route needs to run at a sensible speed.
+record, and the CPU capabilities a route needs to run fast and right.
 
 ``helpers.routes`` (the PyTorch routes and the registry) and ``helpers.runtime_routes`` (ONNX Runtime, OpenVINO)
 build on these; notebooks reach all of them through ``helpers.routes``.
 
-**CPU capabilities.** Some routes have a fast kernel only on some CPUs, and fall back to generic code elsewhere that
-is hundreds of times slower (a MiniLM forward at batch 32 x seq 128 then takes minutes):
+**CPU capabilities.** Some routes have a fast, correct kernel only on some CPUs:
 
-- ``"bf16"``: bf16 matmuls need native bf16: AVX-512 BF16 or AMX-BF16, ARM BF16 (``helpers.cpu.has_native_bf16``);
+- ``"bf16"``: bf16 matmuls need native bf16: AVX-512 BF16 or AMX-BF16, ARM BF16 (``helpers.cpu.has_native_bf16``).
+  Without it they are emulated (oneDNN's ``gemm:jit:bf16`` on AVX-512) or run in torch's generic code (AVX2),
+  slower than fp32; OpenVINO emulates bf16 on AVX-512 and runs f32 instead on AVX2.
 - ``"int8-dot"``: ``torch._int_mm`` (torchao's dynamic int8) needs an int8 dot-product instruction: AVX-512 VNNI,
-  AVX-VNNI, AMX, ARM dotprod or i8mm (``helpers.cpu.has_int8_dot``). fbgemm, oneDNN, ONNX Runtime and OpenVINO
-  have AVX2 int8 kernels and need nothing.
+  AVX-VNNI, AMX, ARM dotprod or i8mm (``helpers.cpu.has_int8_dot``). Without one, oneDNN's x86 AVX2 path sums pairs
+  of u8 x s8 products into a saturating int16 (``vpmaddubsw``), so full-range int8 operands give wrong sums. fbgemm,
+  oneDNN's quantized Linear, ONNX Runtime and OpenVINO have AVX2 int8 kernels of their own, with 7-bit options
+  against the same overflow, and need nothing.
 
 ``missing_capability(route)`` reads the flags of ``helpers.cpu.features()`` and says why a route would be
-pathologically slow here, or returns None; the bench skips such a route with that reason.
+slow or wrong here, or returns None; the bench skips such a route with that reason.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 #: What each capability needs, in words (the reason a route is skipped without it).
 CAPABILITIES = {
-    "bf16": "native bf16 arithmetic (avx512_bf16, amx_bf16 or ARM bf16 flag): bf16 matmuls would run in generic "
-            "code, minutes per batch (and OpenVINO would refuse the bf16 hint)",
+    "bf16": "native bf16 arithmetic (avx512_bf16, amx_bf16 or ARM bf16 flag): without it bf16 matmuls are "
+            "emulated or run in generic code, slower than fp32",
     "int8-dot": "an int8 dot-product instruction (avx512_vnni, avx_vnni, amx_int8, or ARM asimddp or i8mm flag): "
-                "torch._int_mm would run in generic code, minutes per batch",
+                "without one, torch._int_mm's x86 path adds u8 x s8 pairs into a saturating int16 (vpmaddubsw), so "
+                "full-range int8 operands give wrong sums",
 }
 
 
@@ -103,7 +107,7 @@ def has_capability(capability: str, features: Mapping[str, object]) -> bool:
 
 
 def missing_capability(route: Route, features: Mapping[str, object] | None = None) -> str | None:
-    """Why ``route`` would be pathologically slow on this CPU (the first of its ``needs`` the CPU lacks), or None."""
+    """Why ``route`` would be slow or wrong on this CPU (the first of its ``needs`` the CPU lacks), or None."""
     features = cpu.features() if features is None else features
     for capability in route.needs:
         if not has_capability(capability, features):

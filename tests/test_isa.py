@@ -166,3 +166,32 @@ def test_child_environment_sets_or_clears_the_cap(monkeypatch):
     assert isa._child_env("AVX2")["ONEDNN_MAX_CPU_ISA"] == "AVX2"
     assert default["OMP_NUM_THREADS"] == "1"
     assert default["PYTHONPATH"].split(os.pathsep)[0] == str(PROJECT_ROOT)
+
+
+_INT_MM_CHILD = """
+import torch
+torch.manual_seed(0)
+a = torch.randint(-128, 128, (64, 256), dtype=torch.int8)
+b = torch.randint(-128, 128, (256, 64), dtype=torch.int8)
+exact = a.to(torch.int64) @ b.to(torch.int64)
+print(int((torch._int_mm(a, b).to(torch.int64) != exact).sum()))
+"""
+
+
+@pytest.mark.skipif(not cpu.features()["avx2"], reason="oneDNN's AVX2 path exists only on x86")
+def test_int_mm_without_an_int8_dot_product_saturates_as_the_int8_dot_reason_says():
+    """routes.CAPABILITIES["int8-dot"] says torch._int_mm's x86 path without VNNI gives wrong sums on full-range
+    int8 operands: under ONEDNN_MAX_CPU_ISA=AVX2 (the kernels an AVX2-only CPU runs) it does; uncapped on a CPU
+    with VNNI it does not."""
+    from helpers import routes
+
+    assert "saturating int16" in routes.CAPABILITIES["int8-dot"]
+
+    def wrong_sums(env_isa):
+        out = subprocess.run([sys.executable, "-c", _INT_MM_CHILD], env=isa._child_env(env_isa), capture_output=True,
+                             text=True, timeout=120, check=True)
+        return int(out.stdout.split()[-1])
+
+    assert wrong_sums("AVX2") > 0
+    if cpu.has_int8_dot(cpu.features()):
+        assert wrong_sums("DEFAULT") == 0

@@ -38,7 +38,7 @@ CAPABILITIES = {
             "emulated or run in generic code, slower than fp32",
     "int8-dot": "an int8 dot-product instruction (avx512_vnni, avx_vnni, amx_int8, or ARM asimddp or i8mm flag): "
                 "without one, torch._int_mm's x86 path adds u8 x s8 pairs into a saturating int16 (vpmaddubsw), so "
-                "full-range int8 operands give wrong sums",
+                "full-range int8 operands give wrong sums (torchao's reduce_range=True avoids it; not benched here)",
 }
 
 

@@ -8,7 +8,9 @@ shows what a CPU without AVX-512 and without VNNI would get -- on this machine, 
 
 ``isa_sensitivity()`` starts one child per ISA (``python -m helpers.isa --child``), 1 thread each. The child:
 
-1. builds an fp32 ``nn.Linear`` (``shape`` = (tokens, in, out); its matmul is MKL's, which ignores the variable);
+1. builds an fp32 ``nn.Linear`` (``shape`` = (tokens, in, out)). Its matmul is MKL's, which ignores oneDNN's
+   variable, so for caps below AVX-512 the child also sets ``MKL_ENABLE_INSTRUCTIONS`` (``MKL_CAPS``) and fp32 is
+   capped alike; the row reports the ISA MKL's verbose header names;
 2. quantizes it with ``torch.ao.quantization.quantize_dynamic(..., dtype=torch.qint8)`` under
    ``torch.backends.quantized.engine = "onednn"``, and times both, alternating fp32 and int8 calls so that a
    changing load on the machine hits both alike (warm-up, then the median of ``runs`` each);
@@ -31,8 +33,8 @@ macOS (Intel) ``sysctl -a | grep machdep.cpu``; Windows: Sysinternals ``coreinfo
 - ``avx_vnni`` without ``avx512f`` (Intel Alder Lake and later laptops and desktops): VNNI on 256-bit registers;
   between the AVX2 row and a VNNI row (``isa_sensitivity(isas=("AVX2_VNNI",))`` measures it on a CPU that has it).
 - ``avx512f`` without ``avx512_vnni`` (Intel Skylake-SP Xeons): the AVX512_CORE row.
-- ``avx2`` only (most CPUs from 2013 to 2019, AMD Zen 1 to 3): the AVX2 row -- int8 buys far less speed there;
-  its gain is mostly the 4x smaller weights.
+- ``avx2`` only (most CPUs from 2013 to 2019, AMD Zen 1 to 3): the AVX2 row -- int8 gains less speed there than
+  with VNNI (the row says how much less on this machine).
 - ARM and Apple silicon: none of these rows apply (``isa_sensitivity`` returns no rows there, with the reason);
   the ARM ``asimddp`` (dot product) and ``i8mm`` flags play VNNI's role.
 """
@@ -83,6 +85,10 @@ _ALIASES = {"AVX10_1_512": "AVX512_CORE_FP16", "AVX10_1_512_AMX": "AVX512_CORE_A
 DEFAULT_SHAPE = (4096, 384, 1536)
 RESULT_MARKER = "ISA_PROBE_RESULT "
 
+#: ``MKL_ENABLE_INSTRUCTIONS`` for the oneDNN caps below AVX-512, so that the fp32 Linear (MKL's GEMM) is capped
+#: alike; from AVX512_CORE up, MKL is left at its default (its fp32 GEMM uses no VNNI, BF16 or AMX).
+MKL_CAPS = {"SSE41": "SSE4_2", "AVX": "AVX", "AVX2": "AVX2", "AVX2_VNNI": "AVX2", "AVX2_VNNI_2": "AVX2"}
+
 
 class IsaProbeError(RuntimeError):
     """A child process of ``isa_sensitivity`` failed, timed out or printed no result."""
@@ -102,6 +108,7 @@ class IsaRow:
     threads: int
     shape: tuple[int, int, int]
     runs: int
+    fp32_isa: str | None = None  # the ISA MKL's verbose header names for the fp32 Linear ("AVX2", "AVX-512", ...)
 
     @property
     def speedup(self) -> float:
@@ -145,6 +152,7 @@ def is_capped(requested: str, reported: str | None) -> bool | None:
     return got != _ALIASES.get(requested, requested)
 
 
+_MKL_ISA = re.compile(r"MKL_VERBOSE .*?\(Intel\(R\) (?P<isa>AVX[^)]*|SSE[^)]*)\)")
 _ISA_LINE = re.compile(r"(?:onednn|dnnl)_verbose,.*\binfo,cpu,isa:(?P<isa>.+)$")
 _EXEC_LINE = re.compile(r"(?:onednn|dnnl)_verbose,.*\bexec,cpu,(?P<primitive>[a-z_]+),(?P<impl>[^,]+),")
 
@@ -161,10 +169,17 @@ def parse_verbose(text: str) -> tuple[str | None, list[tuple[str, str]]]:
     return isa, kernels
 
 
+def parse_mkl_isa(text: str) -> str | None:
+    """The instruction set MKL's verbose header names ("AVX2", "AVX-512", ...), or None if MKL printed none."""
+    m = _MKL_ISA.search(text)
+    return m.group("isa") if m else None
+
+
 # --- the child ------------------------------------------------------------------------------------------------
 
-def _capture_onednn_verbose(fn) -> str:
-    """Run ``fn()`` with oneDNN verbose on and return what oneDNN printed (it writes to the C-level stdout)."""
+def _capture_verbose(fn, library=None) -> str:
+    """Run ``fn()`` with ``library``'s verbose mode on (``torch.backends.mkldnn``, oneDNN, by default; or
+    ``torch.backends.mkl``) and return what it printed (it writes to the C-level stdout)."""
     import ctypes
     import tempfile
 
@@ -180,7 +195,8 @@ def _capture_onednn_verbose(fn) -> str:
     with tempfile.TemporaryFile(mode="w+") as capture:
         os.dup2(capture.fileno(), 1)
         try:
-            with torch.backends.mkldnn.verbose(torch.backends.mkldnn.VERBOSE_ON):
+            library = torch.backends.mkldnn if library is None else library
+            with library.verbose(library.VERBOSE_ON):
                 fn()
             libc.fflush(None)
         finally:
@@ -217,13 +233,15 @@ def child_main(shape: tuple[int, int, int], runs: int, warmup: int) -> dict:
     int8 = torch.ao.quantization.quantize_dynamic(fp32, {torch.nn.Linear}, dtype=torch.qint8)
     with torch.inference_mode():
         int8(x)  # packs weights, creates the oneDNN primitives
-        verbose = _capture_onednn_verbose(lambda: int8(x))
+        verbose = _capture_verbose(lambda: int8(x))
+        fp32_isa = parse_mkl_isa(_capture_verbose(lambda: fp32(x), torch.backends.mkl))
     isa, kernels = parse_verbose(verbose)
     matmuls = [impl for primitive, impl in kernels if primitive in ("matmul", "inner_product")]
     fp32_lat, int8_lat = _paired_latency(lambda: fp32(x), lambda: int8(x), runs, warmup)
     return {"isa_reported": isa, "int8_kernel": matmuls[0] if matmuls else None,
             "fp32_ms": fp32_lat.median_ms, "int8_ms": int8_lat.median_ms, "fp32_spread_ms": fp32_lat.spread_ms,
-            "int8_spread_ms": int8_lat.spread_ms, "threads": fp32_lat.threads, "shape": list(shape), "runs": runs}
+            "int8_spread_ms": int8_lat.spread_ms, "threads": fp32_lat.threads, "shape": list(shape), "runs": runs,
+            "fp32_isa": fp32_isa}
 
 
 # --- the parent -----------------------------------------------------------------------------------------------
@@ -235,10 +253,13 @@ def _child_command(shape: tuple[int, int, int], runs: int, warmup: int) -> list[
 
 def _child_env(isa: str) -> dict[str, str]:
     env = dict(os.environ)
-    for name in (ISA_ENV_VAR, "DNNL_MAX_CPU_ISA", "ONEDNN_VERBOSE", "DNNL_VERBOSE"):
+    for name in (ISA_ENV_VAR, "DNNL_MAX_CPU_ISA", "ONEDNN_VERBOSE", "DNNL_VERBOSE", "MKL_ENABLE_INSTRUCTIONS",
+                 "MKL_VERBOSE"):
         env.pop(name, None)
     if isa != "DEFAULT":
         env[ISA_ENV_VAR] = isa
+    if isa in MKL_CAPS:
+        env["MKL_ENABLE_INSTRUCTIONS"] = MKL_CAPS[isa]
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     # the child imports this checkout's helpers, whatever is installed in the environment
     env["PYTHONPATH"] = os.pathsep.join([str(PROJECT_ROOT), *filter(None, [env.get("PYTHONPATH")])])
@@ -273,7 +294,8 @@ def run_child(isa: str, shape: tuple[int, int, int] = DEFAULT_SHAPE, runs: int =
                             f"stdout:\n{_tail(proc.stdout)}\nstderr:\n{_tail(proc.stderr)}")
     r = json.loads(results[-1])
     return IsaRow(isa, r["isa_reported"], is_capped(isa, r["isa_reported"]), r["int8_kernel"], r["fp32_ms"],
-                  r["int8_ms"], r["fp32_spread_ms"], r["int8_spread_ms"], r["threads"], tuple(r["shape"]), r["runs"])
+                  r["int8_ms"], r["fp32_spread_ms"], r["int8_spread_ms"], r["threads"], tuple(r["shape"]), r["runs"],
+                  r.get("fp32_isa"))
 
 
 def isa_sensitivity(isas: Iterable[str] = ("DEFAULT", "AVX512_CORE", "AVX2"),
@@ -316,6 +338,7 @@ def _main(argv: list[str] | None = None) -> None:
         print(f"not measured: {rows.skipped}")
     for row in rows:
         print(f"{row.isa_requested:12s} oneDNN used: {row.isa_reported} (kernel {row.int8_kernel}"
+              f"; MKL fp32: {row.fp32_isa}"
               f"{', capped' if row.capped else ''})  fp32 {row.fp32_ms:.1f} ms  int8 {row.int8_ms:.1f} ms  "
               f"speedup {row.speedup:.2f}x")
 

@@ -47,6 +47,9 @@ def test_children_run_and_report(measured):
     assert rows["DEFAULT"].capped is None
     if cpu.features()["avx2"]:
         assert isa.reported_isa_name(rows["AVX2"].isa_reported) == "AVX2" and rows["AVX2"].capped is False
+        assert rows["AVX2"].fp32_isa == "AVX2"  # MKL_ENABLE_INSTRUCTIONS capped the fp32 Linear alike
+    if cpu.features()["avx512f"]:
+        assert rows["DEFAULT"].fp32_isa == "AVX-512"  # uncapped: MKL's default on this CPU
 
 
 def test_an_isa_the_cpu_lacks_is_capped_to_what_it_has(measured):
@@ -88,6 +91,17 @@ def test_parse_verbose_reads_the_isa_and_the_kernels():
     assert kernels == [("reorder", "jit:uni"), ("matmul", "brg_matmul:avx512_core_vnni")]
     assert isa.parse_verbose("dnnl_verbose,info,cpu,isa:Intel AVX2\n")[0] == "Intel AVX2"  # oneDNN 1.x/2.x prefix
     assert isa.parse_verbose("nothing from oneDNN here") == (None, [])
+
+
+def test_parse_mkl_isa_reads_the_instruction_set_from_mkls_verbose_header():
+    avx512 = ("MKL_VERBOSE oneMKL 2024.0 Update 2 Product build 20240605 for Intel(R) 64 architecture Intel(R) "
+              "Advanced Vector Extensions 512 (Intel(R) AVX-512) with support of Intel(R) Deep Learning Boost "
+              "(Intel(R) DL Boost), EVEX-encoded AES and Carry-Less Multiplication Quadword instructions, Lnx 2.30GHz")
+    avx2 = ("MKL_VERBOSE oneMKL 2024.0 Update 2 Product build 20240605 for Intel(R) 64 architecture Intel(R) "
+            "Advanced Vector Extensions 2 (Intel(R) AVX2) enabled processors, Lnx 2.30GHz lp64 gnu_thread")
+    assert isa.parse_mkl_isa(avx512 + "\nMKL_VERBOSE SGEMM(N,N,64,64,64) 10us") == "AVX-512"
+    assert isa.parse_mkl_isa(avx2) == "AVX2"
+    assert isa.parse_mkl_isa("onednn_verbose,v1,info,cpu,isa:Intel AVX2") is None
 
 
 def test_capped_compares_the_reported_isa_with_the_request():
@@ -164,6 +178,10 @@ def test_child_environment_sets_or_clears_the_cap(monkeypatch):
     default = isa._child_env("DEFAULT")
     assert "ONEDNN_MAX_CPU_ISA" not in default and "ONEDNN_VERBOSE" not in default
     assert isa._child_env("AVX2")["ONEDNN_MAX_CPU_ISA"] == "AVX2"
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "SSE4_2")
+    assert "MKL_ENABLE_INSTRUCTIONS" not in isa._child_env("DEFAULT")
+    assert isa._child_env("AVX2")["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"  # fp32 (MKL) capped alike below AVX-512
+    assert "MKL_ENABLE_INSTRUCTIONS" not in isa._child_env("AVX512_CORE")
     assert default["OMP_NUM_THREADS"] == "1"
     assert default["PYTHONPATH"].split(os.pathsep)[0] == str(PROJECT_ROOT)
 

@@ -54,7 +54,8 @@ def to_markdown(run: bench.BenchRun) -> str:
     if isa_rows:
         lines += ["## int8 over fp32 under ONEDNN_MAX_CPU_ISA caps (one dynamic int8 Linear, onednn engine)", "",
                   tables.to_markdown([{"ONEDNN_MAX_CPU_ISA": r["isa_requested"], "oneDNN reported": r["isa_reported"],
-                                       "capped": r["capped"], "int8 kernel": r["int8_kernel"], "fp32 ms": r["fp32_ms"],
+                                       "capped": r["capped"], "int8 kernel": r["int8_kernel"],
+                                       "fp32 (MKL) ISA": r.get("fp32_isa"), "fp32 ms": r["fp32_ms"],
                                        "int8 ms": r["int8_ms"], "speedup": r["speedup"]} for r in isa_rows]), ""]
     elif run.isa_sensitivity:
         lines += ["## ONEDNN_MAX_CPU_ISA caps", "", f"Not measured: {run.isa_sensitivity['error']}", ""]

@@ -307,9 +307,11 @@ MIGRATION = (
      "torchao.quantization.pt2e.quantize_pt2e:prepare_pt2e"),
     ("torch.ao.quantization:convert", "swap observed modules for quantized ones",
      "torchao.quantization.pt2e.quantize_pt2e:convert_pt2e"),
-    ("torch.ao.quantization.quantize_fx:prepare_fx", "FX graph mode static int8",
-     "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer:X86InductorQuantizer"),
-    ("torch.ao.quantization:prepare_qat", "quantization-aware training",
+    ("torch.ao.quantization.quantize_fx:prepare_fx", "FX graph mode static int8 (pt2e takes a Quantizer: "
+     "X86InductorQuantizer on x86)", "torchao.quantization.pt2e.quantize_pt2e:prepare_pt2e"),
+    ("torch.ao.quantization:prepare_qat", "quantization-aware training, static int8 (get_default_x86_inductor_"
+     "quantization_config(is_qat=True))", "torchao.quantization.pt2e.quantize_pt2e:prepare_qat_pt2e"),
+    ("torch.ao.quantization:prepare_qat", "quantization-aware training for quantize_ configs (notebook 07)",
      "torchao.quantization.qat:QATConfig"),
     ("torch.ao.quantization:get_default_qconfig", "per-backend qconfig (fbgemm/qnnpack/x86)",
      "torchao.quantization.pt2e.quantizer.x86_inductor_quantizer:get_default_x86_inductor_quantization_config"),

@@ -170,12 +170,39 @@ def test_precision_hint_is_honoured(fp32_xml):
     compiled = ovr.compile_classifier(fp32_xml, "f32", threads=1)
     assert ovr.precision_name(compiled.get_property("INFERENCE_PRECISION_HINT")) == "f32"
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1
-    if cpu.has_native_bf16(cpu.features()):
+    features = cpu.features()
+    if cpu.has_native_bf16(features) or features["avx512f"]:  # native, or emulated on AVX-512 (slower than f32)
         compiled = ovr.compile_classifier(fp32_xml, "bf16", threads=1)
         assert ovr.precision_name(compiled.get_property("INFERENCE_PRECISION_HINT")) == "bf16"
     else:  # OpenVINO would quietly run f32: refused, with the reason
         with pytest.raises(ovr.OpenVinoRouteError, match="no native bf16"):
             ovr.compile_classifier(fp32_xml, "bf16", threads=1)
+
+
+_BF16_UNDER_AVX2 = """
+import sys
+from helpers import openvino_route as ovr
+try:
+    ovr.compile_classifier(sys.argv[1], "bf16", threads=1)
+except ovr.OpenVinoRouteError as exc:
+    print("refused:", exc)
+else:
+    print("compiled")
+"""
+
+
+@pytest.mark.skipif(not cpu.features()["avx2"], reason="ONEDNN_MAX_CPU_ISA caps x86 instruction sets only")
+def test_a_bf16_request_that_runs_f32_is_refused(fp32_xml):
+    """Under ONEDNN_MAX_CPU_ISA=AVX2 (the kernels an AVX2-only CPU has) OpenVINO's CPU plugin reads a bf16 hint
+    back as f32; compile_classifier refuses it instead of returning an f32 model labelled bf16."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    out = subprocess.run([sys.executable, "-c", _BF16_UNDER_AVX2, str(fp32_xml)], env=env, capture_output=True,
+                         text=True, timeout=300, check=True).stdout
+    assert "refused:" in out and "runs f32" in out and "no native bf16" in out
 
 
 def test_default_precision_follows_the_cpu():

@@ -20,8 +20,14 @@ Data and models
 Quantization routes
 - ``bert_quant``    dynamic int8 recipes for the BERT classifier (layer groups kept fp32, int8 embeddings, size by part)
 - ``onnx_route``    export to ONNX, optimize, quantize (dynamic and static) and run with ONNX Runtime (notebook 04)
+- ``pt2e``          static int8 through ``torch.export`` and pt2e, compiled by Inductor (notebooks 06, 07)
+- ``smoothquant``   SmoothQuant by hand: activation outliers moved into the weights (notebook 07)
+- ``qat``           quantization-aware training: fake quantization by hand, torchao's ``QATConfig`` flow (notebook 07)
+- ``openvino_route`` convert with OpenVINO, quantize with NNCF, compile and run on the CPU (notebook 06)
 - ``persistence``   saving and loading quantized models safely: manifest, checksums, specific errors (notebook 05)
 - ``routes``        every inference route of notebook 06, one builder each (``Route``, the registry)
+- ``route_core``    what every route is made of: the ``Context``, ``Built`` and ``Route`` records, CPU capabilities
+- ``runtime_routes`` the routes that export the classifier to ONNX Runtime or OpenVINO
 - ``bench``         the routes measured side by side in one run, typed results and reading them (notebook 06)
 
 Measuring and reporting
@@ -36,6 +42,7 @@ Measuring and reporting
 - ``tables``, ``plots``  showing measured rows as tables; plot defaults and ``save_fig`` for the report
 - ``checks``        exercise checkers that answer "correct" or give a hint
 - ``paths``         where the build and cache directories are; atomic writes
+- ``cache``         the course's file cache: one locked, atomic, checksummed ``cached_dir`` and ``fingerprint``
 """
 
 __version__ = "0.1.0"

@@ -5,33 +5,22 @@ Rotten Tomatoes train split (keeping the epoch with the best *validation* accura
 here), then caches the weights under ``<cache>/classifier-<key>/`` where the key hashes the settings. Later calls
 load the cache in a second.
 
-The cache is safe to share:
-- it is written into a temporary directory and renamed into place, so a crash never leaves a half-written entry;
-- each entry carries the sha256 of its weights, and an entry that is incomplete or corrupt is rebuilt;
-- a file lock serialises callers, so two notebooks starting at once train once and never corrupt it.
+The entry is made by ``helpers.cache.cached_dir`` (file lock, atomic rename, sha256 of every file).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from . import cache, models
 from . import data as data_mod
-from . import models
-from .paths import cache_dir as default_cache_dir
-from .paths import sha256_file
 
 CACHE_FORMAT = 1
 WEIGHTS_FILE = "weights.pt"
-META_FILE = "meta.json"
 
 
 @dataclass(frozen=True)
@@ -47,9 +36,8 @@ class FinetuneConfig:
 
     def key(self) -> str:
         """A short hash of the settings (and of what the cache format depends on)."""
-        blob = json.dumps({"config": dataclasses.asdict(self), "format": CACHE_FORMAT, "model": "all-MiniLM-L6-v2",
-                           "data": "rotten_tomatoes/binary/seed0"}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return cache.settings_key({"config": dataclasses.asdict(self), "format": CACHE_FORMAT,
+                                   "model": "all-MiniLM-L6-v2", "data": "rotten_tomatoes/binary/seed0"})
 
 
 #: Smoke: a short fine-tune for CI (about a minute on 2 cores). Full: the workshop setting (about 0.80 test accuracy).
@@ -140,38 +128,21 @@ def train(config: FinetuneConfig, progress: bool = True):
 
 # --- cache ----------------------------------------------------------------------------------------------------
 
-def entry_dir(config: FinetuneConfig, cache_dir: Path | None = None) -> Path:
-    return Path(cache_dir or default_cache_dir()) / f"classifier-{config.key()}"
+def entry_name(config: FinetuneConfig) -> str:
+    """The classifier's cache entry: ``classifier-<key>``, the key hashing its settings."""
+    return f"classifier-{config.key()}"
 
 
-def _load_entry(entry: Path, config: FinetuneConfig):
-    """The cached model, or None if the entry is missing, incomplete or corrupt."""
-    meta_path, weights = entry / META_FILE, entry / WEIGHTS_FILE
-    if not (meta_path.is_file() and weights.is_file()):
-        return None
-    try:
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") != config.key() or meta.get("sha256") != sha256_file(weights):
-            return None
-        state = torch.load(weights, weights_only=True, map_location="cpu")
-        model = models.load_classifier(num_labels=2)
-        model.load_state_dict(state, strict=True)
-    except (OSError, ValueError, RuntimeError, KeyError, EOFError, json.JSONDecodeError):
-        return None
-    return model.eval(), meta
+def load_weights(entry: Path) -> torch.nn.Module:
+    """A MiniLM classifier with the weights saved in a cache entry (``torch.load(..., weights_only=True)``)."""
+    model = models.load_classifier(num_labels=2)
+    model.load_state_dict(torch.load(Path(entry) / WEIGHTS_FILE, weights_only=True, map_location="cpu"), strict=True)
+    return model.eval()
 
 
-def _write_entry(entry: Path, model, config: FinetuneConfig, history: list, seconds: float) -> dict:
-    tmp = entry.with_name(f".{entry.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
-    meta = {"key": config.key(), "config": dataclasses.asdict(config), "history": history,
-            "train_seconds": round(seconds, 1), "torch": torch.__version__, "sha256": sha256_file(tmp / WEIGHTS_FILE)}
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(entry, ignore_errors=True)  # an incomplete or corrupt entry
-    os.replace(tmp, entry)
-    return meta
+def save_weights(model: torch.nn.Module, folder: Path) -> None:
+    """``torch.save(model.state_dict(), ...)``: the weights alone, which ``load_weights`` reads back."""
+    torch.save(model.state_dict(), Path(folder) / WEIGHTS_FILE)
 
 
 def get_classifier(config: FinetuneConfig | None = None, cache_dir: Path | None = None, progress: bool = True):
@@ -180,26 +151,21 @@ def get_classifier(config: FinetuneConfig | None = None, cache_dir: Path | None 
     ``info`` holds ``from_cache``, the cache ``path``, the training ``history`` (validation accuracy per epoch)
     and ``train_seconds``. The model is in eval mode on the CPU.
     """
-    from filelock import FileLock
-
     config = config or FULL
     models.minilm_path()  # fail early, with the install hint, if the model package is missing
-    entry = entry_dir(config, cache_dir)
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(entry) + ".lock"):
-        loaded = _load_entry(entry, config)
-        if loaded is not None:
-            model, meta = loaded
-            from_cache = True
-        else:
-            if entry.exists() and progress:
-                print(f"cache entry {entry} is incomplete or corrupt: rebuilding it")
-            start = time.perf_counter()
-            model, history = train(config, progress=progress)
-            meta = _write_entry(entry, model, config, history, time.perf_counter() - start)
-            from_cache = False
+    trained = []
+
+    def build(folder: Path) -> dict:
+        model, history = train(config, progress=progress)
+        save_weights(model, folder)
+        trained.append(model)
+        return {"config": dataclasses.asdict(config), "history": history, "torch": torch.__version__}
+
+    entry, meta, from_cache = cache.cached_dir(entry_name(config), build, root=cache_dir,
+                                               required=(WEIGHTS_FILE,), progress=progress)
+    model = load_weights(entry) if from_cache else trained[0]
     info = {"from_cache": from_cache, "path": str(entry), "history": meta["history"],
-            "train_seconds": meta["train_seconds"], "config": dataclasses.asdict(config)}
+            "train_seconds": meta["build_seconds"], "config": dataclasses.asdict(config)}
     return model, models.load_tokenizer(), info
 
 

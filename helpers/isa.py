@@ -185,6 +185,7 @@ def _capture_verbose(fn, library=None) -> str:
 
     import torch
 
+    library = torch.backends.mkldnn if library is None else library
     try:
         libc = ctypes.CDLL(None)  # to flush C stdio; not available on Windows
     except OSError:
@@ -195,7 +196,6 @@ def _capture_verbose(fn, library=None) -> str:
     with tempfile.TemporaryFile(mode="w+") as capture:
         os.dup2(capture.fileno(), 1)
         try:
-            library = torch.backends.mkldnn if library is None else library
             with library.verbose(library.VERBOSE_ON):
                 fn()
             libc.fflush(None)

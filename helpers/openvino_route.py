@@ -21,7 +21,7 @@ notebooks that reuse them. Each function names the call it wraps:
 4. ``OpenVinoClassifier``: a compiled model's infer request, called like the other routes (a tokenized batch in,
    logits out); ``predict_logits`` runs a list of texts at a fixed batch size, each batch padded to ``max_len``.
 
-Files live under ``cache_dir()/openvino/<key>/`` (``helpers.openvino_cache``, re-exported here). The key hashes the
+Files live under ``cache_dir()/openvino/<key>/`` (``model.xml``, ``model.bin``, made by ``helpers.cache``). The key hashes the
 classifier's weights, the sequence length, the library versions and, for int8, the calibration sentences and every
 NNCF setting, so a different classifier or setting never overwrites an entry.
 """
@@ -39,10 +39,8 @@ import numpy as np
 import torch
 
 from . import data as data_mod
-from . import cpu, finetune, measure
-# Re-exported (the ``name as name`` form marks it for linters): every OpenVINO helper is reachable from this module.
-from .openvino_cache import (cached_model as cached_model, entry_key as entry_key, entry_meta as entry_meta,
-                             model_bytes as model_bytes, weights_fingerprint as weights_fingerprint)
+from . import cache, cpu, finetune, measure
+from .paths import cache_dir
 
 OPENVINO_PIN = "openvino==2026.4.1"
 NNCF_PIN = "nncf==3.4.0"
@@ -63,6 +61,7 @@ OVERFLOW_FIXES = ("first_layer_only", "enable", "disable")
 RECOMMENDED_NNCF = {"preset": "mixed", "subset_size": 300, "fast_bias_correction": True, "smooth_quant_alpha": 0.99,
                     "ignored_patterns": (), "overflow_fix": "first_layer_only"}
 CACHE_FORMAT = 1
+MODEL_FILE, WEIGHTS_FILE = "model.xml", "model.bin"
 
 
 class OpenVinoRouteError(ValueError):
@@ -151,7 +150,7 @@ def _check_max_len(max_len: int) -> None:
 def fp32_settings(model: torch.nn.Module, tokenizer, max_len: int) -> dict:
     """What the fp32 IR depends on (the cache key of ``convert_classifier``)."""
     ov = import_openvino()
-    return {"kind": "fp32", "format": CACHE_FORMAT, "weights": weights_fingerprint(model), "max_len": max_len,
+    return {"kind": "fp32", "format": CACHE_FORMAT, "weights": cache.fingerprint(model), "max_len": max_len,
             "inputs": list(_inputs_of(tokenizer)), "openvino": ov.__version__, "torch": torch.__version__,
             "compress_to_fp16": False}
 
@@ -186,7 +185,32 @@ def convert_classifier(model: torch.nn.Module, tokenizer, max_len: int, root: st
     def build(path: Path) -> None:
         ov.save_model(to_openvino(model, tokenizer, max_len), str(path), compress_to_fp16=False)
 
-    return cached_model(settings, build, root)
+    return cached_ir(settings, build, root)
+
+
+def cached_ir(settings: Mapping[str, object], build, root: str | os.PathLike | None = None) -> Path:
+    """``<root>/<key>/model.xml`` for ``settings`` (``root``: ``cache_dir()/openvino``), written by
+    ``build(xml_path)`` unless the entry is cached; ``helpers.cache.cached_dir`` does the locking and checksums."""
+    def write(folder: Path) -> dict:
+        build(folder / MODEL_FILE)
+        return {"settings": dict(settings)}
+
+    entry, _, _ = cache.cached_dir(cache.settings_key(settings), write, required=(MODEL_FILE, WEIGHTS_FILE),
+                                   root=Path(root) if root is not None else cache_dir() / "openvino")
+    return entry / MODEL_FILE
+
+
+def model_bytes(xml_path: str | os.PathLike) -> int:
+    """Bytes on disk of an OpenVINO model: its ``.xml`` (the graph) plus its ``.bin`` (the weights)."""
+    xml_path = Path(xml_path)
+    if xml_path.suffix != ".xml" or not xml_path.is_file():
+        raise FileNotFoundError(f"no OpenVINO model at {xml_path}: pass the .xml path that convert_classifier or "
+                                "quantize_classifier returned")
+    weights = xml_path.with_suffix(".bin")
+    if not weights.is_file():
+        raise FileNotFoundError(f"{xml_path} has no weights file {weights.name} beside it: the model is incomplete; "
+                                "convert or quantize it again")
+    return xml_path.stat().st_size + weights.stat().st_size
 
 
 # --- 2. quantize with NNCF ------------------------------------------------------------------------------------
@@ -292,7 +316,7 @@ def quantize_classifier(model: torch.nn.Module, tokenizer, max_len: int, calibra
                                      "scope, a pattern matched no node: list the names with matmul_names().") from exc
         ov.save_model(quantized, str(path), compress_to_fp16=False)
 
-    return cached_model(settings, build, root)
+    return cached_ir(settings, build, root)
 
 
 def read_model(xml_path: str | os.PathLike):

@@ -7,7 +7,7 @@
   per-token dynamic activations, low-bit weights per group), the base config ``QATConfig`` accepts in torchao 0.18.
 - ``train_qat``: fine-tune a model prepared with ``quantize_(model, QATConfig(base, step="prepare"))`` on the train
   split (seeded, tqdm), selecting the checkpoint on the validation split.
-- ``get_qat_classifier``: the QAT-trained classifier, trained once and cached like ``helpers.finetune``'s
+- ``get_qat_classifier``: the QAT-trained classifier, trained once and cached by ``helpers.cache``
   (atomic, file-locked, sha256-checked, loaded with ``weights_only=True``), returned *prepared* (fake-quantized):
   the caller converts it with ``quantize_(model, QATConfig(base, step="convert"))``.
 """
@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from . import cache, finetune
 from . import data as data_mod
-from . import finetune
-from .paths import cache_dir as default_cache_dir
 
 CACHE_FORMAT = 1
 
@@ -149,9 +145,8 @@ class QATSettings:
         """A short hash of these settings, the fp32 classifier they start from, and the cache format."""
         import torchao
 
-        blob = json.dumps({"qat": dataclasses.asdict(self), "classifier": classifier.key(), "format": CACHE_FORMAT,
-                           "torchao": torchao.__version__.split("+")[0]}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return cache.settings_key({"qat": dataclasses.asdict(self), "classifier": classifier.key(),
+                                   "format": CACHE_FORMAT, "torchao": torchao.__version__.split("+")[0]})
 
 
 #: Smoke: under a minute of training on 2 cores (a QAT step costs about 1.6 fine-tune steps: the fake quantizers and
@@ -281,42 +276,9 @@ def train_qat(prepared: torch.nn.Module, teacher: torch.nn.Module, tokenizer, se
 
 # --- cache -------------------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class _EntryKey:
-    """Adapts ``QATSettings`` to ``finetune``'s cache entry functions (they call ``config.key()`` and
-    ``dataclasses.asdict(config)``)."""
-    qat: QATSettings
-    classifier: finetune.FinetuneConfig
-
-    def key(self) -> str:
-        return self.qat.key(self.classifier)
-
-
-def entry_dir(settings: QATSettings, classifier: finetune.FinetuneConfig, cache_dir: Path | None = None) -> Path:
-    return Path(cache_dir or default_cache_dir()) / f"qat-{settings.key(classifier)}"
-
-
-def cached_model(entry: Path, config, build: Callable[[], tuple[torch.nn.Module, list]], progress: bool = True):
-    """``(model, meta, from_cache)`` for a cache ``entry``: loaded if it is complete and its sha256 checks out,
-    otherwise built with ``build() -> (model, history)`` and written atomically, all under a file lock.
-
-    The entry format and its load/write are ``helpers.finetune``'s (``_load_entry``, ``_write_entry``: the
-    weights of a MiniLM classifier, ``weights_only=True``); this function is the locking part of
-    ``finetune.get_classifier``, for any settings object with a ``key()``."""
-    from filelock import FileLock
-
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(entry) + ".lock"):
-        loaded = finetune._load_entry(entry, config)
-        if loaded is not None:
-            model, meta = loaded
-            return model, meta, True
-        if entry.exists() and progress:
-            print(f"cache entry {entry.name} is incomplete or corrupt: rebuilding it")
-        start = time.perf_counter()
-        model, history = build()
-        meta = finetune._write_entry(entry, model, config, history, time.perf_counter() - start)
-        return model, meta, False
+def entry_name(settings: QATSettings, classifier: finetune.FinetuneConfig) -> str:
+    """The QAT model's cache entry: ``qat-<key>``, the key hashing its settings and the classifier it starts from."""
+    return f"qat-{settings.key(classifier)}"
 
 
 def get_qat_classifier(settings: QATSettings | None = None, classifier: finetune.FinetuneConfig | None = None,
@@ -331,15 +293,19 @@ def get_qat_classifier(settings: QATSettings | None = None, classifier: finetune
     settings = settings or FULL
     classifier = classifier or finetune.FULL
     teacher, tokenizer, _ = finetune.get_classifier(classifier, cache_dir=cache_dir, progress=progress)
-    entry = entry_dir(settings, classifier, cache_dir)
+    trained = []
 
-    def build():
+    def build(folder: Path) -> dict:
         student = prepare(copy.deepcopy(teacher), settings)
-        return train_qat(student, teacher, tokenizer, settings, classifier.max_len, progress=progress)
+        model, history = train_qat(student, teacher, tokenizer, settings, classifier.max_len, progress=progress)
+        finetune.save_weights(model, folder)
+        trained.append(model)
+        return {"settings": dataclasses.asdict(settings), "history": history, "torch": torch.__version__}
 
-    model, meta, from_cache = cached_model(entry, _EntryKey(settings, classifier), build, progress)
-    if from_cache:  # the cache holds plain weights (a prepared model's state_dict has the same keys)
-        model = prepare(model, settings).eval()
+    entry, meta, from_cache = cache.cached_dir(entry_name(settings, classifier), build, root=cache_dir,
+                                               required=(finetune.WEIGHTS_FILE,), progress=progress)
+    # the cache holds plain weights (a prepared model's state_dict has the same keys)
+    model = prepare(finetune.load_weights(entry), settings).eval() if from_cache else trained[0]
     info = {"from_cache": from_cache, "path": entry.name, "history": meta["history"],
-            "train_seconds": meta["train_seconds"], "settings": dataclasses.asdict(settings)}
+            "train_seconds": meta["build_seconds"], "settings": dataclasses.asdict(settings)}
     return model, tokenizer, info

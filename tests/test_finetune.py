@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import cache as cache_mod
 from helpers import finetune, models
 
 TINY = finetune.FinetuneConfig(epochs=1, max_len=16, batch_size=16, train_examples=32)
@@ -35,7 +36,7 @@ def test_miss_then_hit(cache):
 
 def test_corrupt_weights_are_rebuilt(cache):
     finetune.get_classifier(TINY, cache_dir=cache, progress=False)
-    weights = finetune.entry_dir(TINY, cache) / finetune.WEIGHTS_FILE
+    weights = cache / finetune.entry_name(TINY) / finetune.WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[:1000])  # truncated
     _, _, info = finetune.get_classifier(TINY, cache_dir=cache, progress=False)
     assert info["from_cache"] is False
@@ -44,14 +45,14 @@ def test_corrupt_weights_are_rebuilt(cache):
 
 def test_incomplete_entry_is_rebuilt(cache):
     finetune.get_classifier(TINY, cache_dir=cache, progress=False)
-    (finetune.entry_dir(TINY, cache) / finetune.META_FILE).unlink()
+    (cache / finetune.entry_name(TINY) / cache_mod.META_FILE).unlink()
     assert finetune.get_classifier(TINY, cache_dir=cache, progress=False)[2]["from_cache"] is False
 
 
 def test_meta_records_checksum(cache):
     finetune.get_classifier(TINY, cache_dir=cache, progress=False)
-    meta = json.loads((finetune.entry_dir(TINY, cache) / finetune.META_FILE).read_text())
-    assert meta["key"] == TINY.key() and len(meta["sha256"]) == 64
+    meta = json.loads((cache / finetune.entry_name(TINY) / cache_mod.META_FILE).read_text())
+    assert len(meta["files"][finetune.WEIGHTS_FILE]) == 64 and meta["config"]["epochs"] == TINY.epochs
 
 
 def test_missing_model_package_is_clear(monkeypatch, tmp_path):
@@ -84,7 +85,7 @@ def test_load_for_notebook_bundles_classifier_settings_and_data(cache, monkeypat
     monkeypatch.setattr(finetune, "config_for", lambda smoke: asked.append(smoke) or TINY)  # no real fine-tune here
     clf = finetune.load_for_notebook(True, test_examples=5, progress=False, cache_dir=cache)
     assert asked == [True] and clf.config == TINY and clf.max_len == 16
-    assert clf.info["from_cache"] is True and clf.info["path"] == str(finetune.entry_dir(TINY, cache))
+    assert clf.info["from_cache"] is True and clf.info["path"] == str(cache / finetune.entry_name(TINY))
     assert set(clf.splits) == {"train", "validation", "test"}
     assert clf.test.texts == clf.splits["test"].texts[:5] and clf.test.name == "test"
     assert clf.validation is clf.splits["validation"]  # no validation_examples: the whole split

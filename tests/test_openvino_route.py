@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cpu, data, finetune
+from helpers import cache, cpu, data, finetune
 from helpers import openvino_route as ovr
 
 pytest.importorskip("openvino")
@@ -85,7 +85,7 @@ def test_int8_runs_close_to_fp32_and_is_smaller(tiny, fp32_xml, int8_xml):
 
 def test_quantize_records_settings_and_ignored_scope_keeps_layers_float(tiny, root, int8_xml):
     model, tokenizer = tiny
-    settings = ovr.entry_meta(int8_xml)["settings"]
+    settings = cache.read_meta(int8_xml.parent)["settings"]
     assert settings["kind"] == "int8" and settings["subset_size"] == 12 and settings["preset"] == "mixed"
     names = ovr.matmul_names(int8_xml)
     head = [n for n in names if "classifier" in n]
@@ -134,34 +134,9 @@ def test_other_calibration_or_weights_get_their_own_entry(tiny, root, fp32_xml, 
     model, tokenizer = tiny
     other = make_tiny_bert(seed=1, hidden_size=64, intermediate_size=256)
     assert ovr.convert_classifier(other, tokenizer, MAX_LEN, root=root) != fp32_xml
-    assert ovr.weights_fingerprint(model) != ovr.weights_fingerprint(other)
-    base = dict(ovr.entry_meta(fp32_xml)["settings"])
-    assert ovr.entry_key(base) != ovr.entry_key({**base, "max_len": MAX_LEN + 1})
-
-
-def test_corrupt_entry_is_rebuilt(tmp_path):
-    builds = []
-
-    def build(path):
-        builds.append(path)
-        path.write_text("<xml/>")
-        path.with_suffix(".bin").write_bytes(b"weights")
-
-    xml = ovr.cached_model({"kind": "test"}, build, root=tmp_path)
-    assert ovr.cached_model({"kind": "test"}, build, root=tmp_path) == xml and len(builds) == 1
-    xml.with_suffix(".bin").write_bytes(b"truncat")
-    assert ovr.cached_model({"kind": "test"}, build, root=tmp_path) == xml and len(builds) == 2
-    assert xml.with_suffix(".bin").read_bytes() == b"weights"
-
-
-def test_failed_build_leaves_nothing_behind(tmp_path):
-    def build(path):
-        path.write_text("<xml/>")
-        raise RuntimeError("conversion failed")
-
-    with pytest.raises(RuntimeError, match="conversion failed"):
-        ovr.cached_model({"kind": "broken"}, build, root=tmp_path)
-    assert [p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []
+    base = dict(cache.read_meta(fp32_xml.parent)["settings"])
+    assert fp32_xml.parent.name == cache.settings_key(base) and base["weights"] == cache.fingerprint(model)
+    assert ovr.convert_classifier(model, tokenizer, MAX_LEN + 1, root=root).parent != fp32_xml.parent
 
 
 # --- compile and run -----------------------------------------------------------------------------------------------
@@ -195,13 +170,13 @@ else:
 def test_a_bf16_request_that_runs_f32_is_refused(fp32_xml):
     """Under ONEDNN_MAX_CPU_ISA=AVX2 (the kernels an AVX2-only CPU has) OpenVINO's CPU plugin reads a bf16 hint
     back as f32; compile_classifier refuses it instead of returning an f32 model labelled bf16."""
-    import os
     import subprocess
     import sys
 
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
-    out = subprocess.run([sys.executable, "-c", _BF16_UNDER_AVX2, str(fp32_xml)], env=env, capture_output=True,
-                         text=True, timeout=300, check=True).stdout
+    from helpers import isa
+
+    out = subprocess.run([sys.executable, "-c", _BF16_UNDER_AVX2, str(fp32_xml)], env=isa._child_env("AVX2"),
+                         capture_output=True, text=True, timeout=300, check=True).stdout
     assert "refused:" in out and "runs f32" in out and "no native bf16" in out
 
 

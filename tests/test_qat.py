@@ -154,7 +154,8 @@ def test_get_qat_classifier_caches_loads_and_rebuilds(tmp_path, monkeypatch):
     first, _, info = qat.get_qat_classifier(settings, finetune.SMOKE, cache_dir=tmp_path, progress=False)
     assert not info["from_cache"] and calls == [finetune.SMOKE.max_len]
     entry = tmp_path / info["path"]
-    assert json.loads((entry / "meta.json").read_text())["key"] == settings.key(finetune.SMOKE)
+    assert entry.name == f"qat-{settings.key(finetune.SMOKE)}"
+    assert json.loads((entry / "meta.json").read_text())["settings"]["steps"] == 1
 
     second, _, info = qat.get_qat_classifier(settings, finetune.SMOKE, cache_dir=tmp_path, progress=False)
     assert info["from_cache"] and len(calls) == 1 and info["history"][0]["selected"]

@@ -343,6 +343,6 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
     points = grid(quick, threads)
     run = run_routes(ctx, clf.test.texts, clf.test.labels, run_list, points, runs=runs, warmup=settings["warmup"],
                      skipped=skipped, progress=progress, budget_s=budget_s,
-                     settings={"quick": quick, "smoke_classifier": smoke, "classifier": finetune.entry_dir(clf.config).name},
+                     settings={"quick": quick, "smoke_classifier": smoke, "classifier": finetune.entry_name(clf.config)},
                      roofline=with_roofline)
     return run

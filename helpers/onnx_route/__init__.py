@@ -26,7 +26,7 @@ step reuses a file written with the same settings (the private ``_cache`` module
 imported inside the functions that use them, so importing this package does not load them.
 """
 
-from ._cache import OnnxRouteError, artifact_meta, model_fingerprint
+from ._cache import OnnxRouteError, artifact_meta
 from .export import (EXPORTERS, INPUT_NAMES, LEGACY_EXPORTER_WARNING, OUTPUT_NAMES, TORCHSCRIPT_OPSET, LogitsOnly,
                      artifact_dir, consumers_of_first, export_classifier, graph_summary, initializers,
                      model_input_names)
@@ -40,7 +40,7 @@ from .session import (OPT_LEVELS, check_equivalence, forward, make_feeds, make_s
                       score_variant, session_latency, session_threads)
 
 __all__ = [
-    "OnnxRouteError", "artifact_meta", "model_fingerprint",
+    "OnnxRouteError", "artifact_meta",
     "EXPORTERS", "INPUT_NAMES", "LEGACY_EXPORTER_WARNING", "OUTPUT_NAMES", "TORCHSCRIPT_OPSET", "LogitsOnly",
     "artifact_dir", "consumers_of_first", "export_classifier", "graph_summary", "initializers", "model_input_names",
     "attention_fusion_misses", "fusion_summary", "optimize_bert",

@@ -21,24 +21,12 @@ import shutil
 import uuid
 from pathlib import Path
 
-import torch
-
 from .. import measure
 from ..paths import atomic_write, sha256_file
 
 
 class OnnxRouteError(ValueError):
     """Bad input to an ONNX route helper (an unknown option, a model without the expected inputs, ...)."""
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A short sha256 of a model's weights (names, shapes and values): the same weights give the same key."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(tuple(tensor.shape)).encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
 
 
 def require_onnx(path: str | os.PathLike) -> Path:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from .. import finetune, measure
+from .. import cache, finetune, measure
 from ..paths import cache_dir
-from ._cache import OnnxRouteError, model_fingerprint, require_onnx, reusable, staged, write_meta
+from ._cache import OnnxRouteError, require_onnx, reusable, staged, write_meta
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits",)
@@ -43,7 +43,7 @@ def artifact_dir(model: torch.nn.Module, max_len: int, exporter: str = "torchscr
     The key hashes the classifier's weights and the export settings: a rerun with the same classifier reuses the
     files, a different classifier never overwrites them."""
     _check_exporter(exporter)
-    return Path(root or cache_dir() / "onnx") / f"{model_fingerprint(model)}-L{max_len}-{exporter}"
+    return Path(root or cache_dir() / "onnx") / f"{cache.fingerprint(model)}-L{max_len}-{exporter}"
 
 
 class LogitsOnly(torch.nn.Module):
@@ -106,7 +106,7 @@ def export_classifier(model: torch.nn.Module, tokenizer, path: str | os.PathLike
         raise OnnxRouteError(f"the export path must end in .onnx, got {path}")
     names = model_input_names(tokenizer)
     opset = opset or (TORCHSCRIPT_OPSET if exporter == "torchscript" else None)
-    meta = {"kind": "export", "weights": model_fingerprint(model), "max_len": max_len, "exporter": exporter,
+    meta = {"kind": "export", "weights": cache.fingerprint(model), "max_len": max_len, "exporter": exporter,
             "opset": opset, "attn_implementation": attn_implementation, "inputs": list(names),
             "torch": torch.__version__}
     if reuse and reusable(path, meta):

@@ -30,10 +30,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 run: setup  ## execute every notebook headless into build/ (FULL=1 for workshop settings), then build/index.html
 	$(BIN)/python -m tools.run $(if $(FULL),--full) --kernel $(KERNEL)
 
-test: setup  ## unit tests, then every notebook executed by nbval in smoke mode
+test: setup  ## lint, unit tests, then every notebook executed by nbval in smoke mode
+	$(BIN)/ruff check helpers tools tests
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider; \
-	rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
 
 lab: setup  ## open JupyterLab on the course kernel
 	$(BIN)/jupyter lab notebooks

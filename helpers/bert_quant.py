@@ -136,8 +136,11 @@ def qconfig_spec(model: nn.Module, keep_fp32: str | Iterable[str] | None = None,
     (names from ``linear_groups``): they are left out of the spec, so they stay float. With ``embeddings=True``
     every ``nn.Embedding`` gets ``float_qparams_weight_only_qconfig`` (int8 rows, a float scale and offset per row).
     """
-    from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
-                                       per_channel_dynamic_qconfig)
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        float_qparams_weight_only_qconfig,
+        per_channel_dynamic_qconfig,
+    )
 
     kept = _resolve(model, keep_fp32)
     linear_qconfig = per_channel_dynamic_qconfig if per_channel else default_dynamic_qconfig

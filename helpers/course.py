@@ -20,9 +20,8 @@ from importlib import metadata
 import torch
 
 from . import cpu as cpu_mod
-from . import deprecations
+from . import deprecations, machine_load, measure, results
 from . import engine as engine_mod
-from . import machine_load, measure, results
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -83,7 +82,8 @@ def describe_environment(env: dict) -> str:
 
 def setup(notebook: str, smoke: bool = True, seed: int = 0, engine: str | None = None, verbose: bool = True) -> dict:
     """Prepare a notebook run and return what it ran on (also recorded under ``meta`` in the results JSON)."""
-    assert sys.version_info >= MIN_PYTHON, f"this course needs Python >= {MIN_PYTHON}, found {platform.python_version()}"
+    assert sys.version_info >= MIN_PYTHON, (f"this course needs Python >= {MIN_PYTHON}, "
+                                            f"found {platform.python_version()}")
     if not torch.__version__.startswith(TORCH_VERSION):
         print(f"⚠️  the course is pinned to torch {TORCH_VERSION}.x and tested there; found {torch.__version__}.")
     deprecations.silence_import_noise()

@@ -117,7 +117,8 @@ def using(engine: str | None):
     if engine is not None:
         usable = [e for e in torch.backends.quantized.supported_engines if e != "none"]
         if engine not in usable:
-            raise ValueError(f"quantized engine {engine!r} is not supported by this PyTorch build; choose one of {usable}")
+            raise ValueError(f"quantized engine {engine!r} is not supported by this PyTorch build; "
+                             f"choose one of {usable}")
         torch.backends.quantized.engine = engine
     try:
         yield torch.backends.quantized.engine

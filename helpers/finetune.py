@@ -193,7 +193,8 @@ class NotebookClassifier:
         return self.config.max_len
 
     def head(self, split: str, n: int | None) -> data_mod.Split:
-        """The first ``n`` examples of a split (``"train"``, ``"validation"`` or ``"test"``); all of it if ``n`` is None."""
+        """The first ``n`` examples of a split (``"train"``, ``"validation"`` or ``"test"``); all of it if ``n`` is
+        None."""
         if split not in self.splits:
             raise KeyError(f"no split {split!r}; choose from {sorted(self.splits)}")
         return self.splits[split] if n is None else self.splits[split].head(n)

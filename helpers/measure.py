@@ -19,7 +19,6 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-
 # --- size -----------------------------------------------------------------------------------------------------
 
 def state_dict_bytes(model: torch.nn.Module) -> int:
@@ -237,8 +236,9 @@ class RoundRobin:
         base = self.latencies[self.baseline]
         lines = [f"{self.baseline} (baseline): {base}"]
         for name, up in self.speedups.items():
+            threads = f"{base.threads} thread{'s' if base.threads != 1 else ''}"
             lines.append(f"{name}: {up.median:.2f}x the speed of {self.baseline} (p10-p90 {up.band()}x over "
-                         f"{len(up.ratios)} rounds, {base.threads} thread{'s' if base.threads != 1 else ''}): {up.verdict}")
+                         f"{len(up.ratios)} rounds, {threads}): {up.verdict}")
         return "\n".join(lines)
 
 

@@ -21,9 +21,9 @@ notebooks that reuse them. Each function names the call it wraps:
 4. ``OpenVinoClassifier``: a compiled model's infer request, called like the other routes (a tokenized batch in,
    logits out); ``predict_logits`` runs a list of texts at a fixed batch size, each batch padded to ``max_len``.
 
-Files live under ``cache_dir()/openvino/<key>/`` (``model.xml``, ``model.bin``, made by ``helpers.cache``). The key hashes the
-classifier's weights, the sequence length, the library versions and, for int8, the calibration sentences and every
-NNCF setting, so a different classifier or setting never overwrites an entry.
+Files live under ``cache_dir()/openvino/<key>/`` (``model.xml``, ``model.bin``, made by ``helpers.cache``). The key
+hashes the classifier's weights, the sequence length, the library versions and, for int8, the calibration sentences and
+every NNCF setting, so a different classifier or setting never overwrites an entry.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from . import data as data_mod
 from . import cache, cpu, finetune, measure
+from . import data as data_mod
 from .paths import cache_dir
 
 OPENVINO_PIN = "openvino==2026.4.1"

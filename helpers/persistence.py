@@ -174,7 +174,8 @@ class QuantSpec:
 # --- telling checkpoints apart --------------------------------------------------------------------------------
 
 def quantized_layers(state: Mapping[str, object]) -> list[str]:
-    """Names of the dynamically quantized layers in a state_dict (the prefixes of ``..._packed_params._packed_params``)."""
+    """Names of the dynamically quantized layers in a state_dict (the prefixes of
+    ``..._packed_params._packed_params``)."""
     return sorted(k[: -len(PACKED_SUFFIX)] for k in state if k.endswith(PACKED_SUFFIX))
 
 
@@ -240,7 +241,8 @@ def _shapes(value):
 
 def key_mismatch_summary(missing_keys, unexpected_keys) -> str:
     """transformers' load report (or ``load_state_dict(strict=False)``'s result) as one line of key counts by kind
-    (the part after the layer's name), e.g. ``76 MISSING (38 x bias, 38 x weight); 152 UNEXPECTED (38 x scale, ...)``."""
+    (the part after the layer's name), e.g. ``76 MISSING (38 x bias, 38 x weight); 152 UNEXPECTED (38 x scale,
+    ...)``."""
     parts = []
     for label, keys in (("MISSING", list(missing_keys)), ("UNEXPECTED", list(unexpected_keys))):
         kinds = collections.Counter(k[k.index("_packed_params"):] if "._packed_params" in k else k.rsplit(".", 1)[-1]
@@ -301,8 +303,8 @@ def load_state_file(path: str | os.PathLike) -> dict:
                 + fix) from exc
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
-        raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint (the unpickler read garbage: "
-                                     f"{detail}). Save the model again.") from exc
+        raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint (the unpickler read "
+                                     f"garbage: {detail}). Save the model again.") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint ({type(exc).__name__}: "
                                      f"{str(exc).splitlines()[0]}). Save the model again.") from exc
@@ -373,7 +375,8 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     directory = Path(directory)
     path = directory / MANIFEST_FILE
     if not directory.is_dir():
-        raise CheckpointMissingError(f"no checkpoint directory at {shown(directory)}; save the model with save_quantized")
+        raise CheckpointMissingError(f"no checkpoint directory at {shown(directory)}; "
+                                     "save the model with save_quantized")
     if not path.is_file():
         stray = sorted(p.name for p in directory.iterdir() if p.suffix in (".pt", ".bin", ".pth", ".safetensors"))
         hint = (f" It holds {stray}: a bare weights file without a manifest cannot be checked or rebuilt. "
@@ -384,12 +387,13 @@ def read_manifest(directory: str | os.PathLike) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CorruptCheckpointError(f"{shown(path)} is not valid JSON ({exc}); save the model again") from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise IncompatibleVersionError(f"{shown(path)} is not a {FORMAT} manifest: it was not written by save_quantized. "
-                                       "Save the model with save_quantized (or load this file with the tool that "
-                                       "wrote it).")
+        raise IncompatibleVersionError(f"{shown(path)} is not a {FORMAT} manifest: it was not written by "
+                                       "save_quantized. Save the model with save_quantized (or load this file with "
+                                       "the tool that wrote it).")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise IncompatibleVersionError(f"{shown(path)} has manifest format version {manifest.get('format_version')}, this "
-                                       f"helper reads version {FORMAT_VERSION}; update the course helpers or re-save")
+        raise IncompatibleVersionError(f"{shown(path)} has manifest format version "
+                                       f"{manifest.get('format_version')}, this helper reads version "
+                                       f"{FORMAT_VERSION}; update the course helpers or re-save")
     for key in ("quantization", "torch", "engine", "files"):
         if key not in manifest:
             raise CorruptCheckpointError(f"{shown(path)} lacks the {key!r} entry; save the model again")
@@ -406,13 +410,14 @@ def verify_files(directory: str | os.PathLike, manifest: Mapping) -> None:
             raise CheckpointMissingError(f"{shown(path)} is listed in the manifest but missing; save the model again")
         size = path.stat().st_size
         if size != info["bytes"]:
-            raise CorruptCheckpointError(f"{shown(path)} is {size} bytes, the manifest says {info['bytes']}: the file is "
-                                         f"{'truncated' if size < info['bytes'] else 'not the one saved'}. "
-                                         "Copy it again or save the model again.")
+            raise CorruptCheckpointError(f"{shown(path)} is {size} bytes, the manifest says {info['bytes']}: "
+                                         f"the file is {'truncated' if size < info['bytes'] else 'not the one saved'}"
+                                         ". Copy it again or save the model again.")
         digest = sha256_file(path)
         if digest != info["sha256"]:
-            raise ChecksumMismatchError(f"{shown(path)} has sha256 {digest[:12]}…, the manifest says {info['sha256'][:12]}…: "
-                                        "the file was modified or corrupted after saving. Do not use it; save again.")
+            raise ChecksumMismatchError(f"{shown(path)} has sha256 {digest[:12]}…, the manifest says "
+                                        f"{info['sha256'][:12]}…: the file was modified or corrupted after saving. "
+                                        "Do not use it; save again.")
 
 
 def load_quantized(directory: str | os.PathLike, build_float: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -438,8 +443,8 @@ def load_quantized(directory: str | os.PathLike, build_float: Callable[[], torch
     state = load_state_file(Path(directory) / WEIGHTS_FILE)
     kind = checkpoint_kind(state)
     if kind != "quantized":
-        raise FloatCheckpointError(f"{shown(Path(directory) / WEIGHTS_FILE)} holds a {kind} state_dict, not a dynamically "
-                                   "quantized one; save the quantized model with save_quantized.")
+        raise FloatCheckpointError(f"{shown(Path(directory) / WEIGHTS_FILE)} holds a {kind} state_dict, not a "
+                                   "dynamically quantized one; save the quantized model with save_quantized.")
     model = build_float()
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"build_float() must return a torch.nn.Module, got {type(model).__name__}")

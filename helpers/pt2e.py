@@ -22,9 +22,9 @@ for sweeps and for ``make bench``:
    not enough), under ``torch.no_grad()``. Inductor then fuses dequantize -> linear -> quantize into oneDNN int8
    kernels (``onednn.qlinear_pointwise``) with pre-packed int8 weights.
 
-``build_static_int8`` runs the whole recipe (the ``pt2e-x86-static`` bench route). ``smooth_ffn_output`` (``helpers.smoothquant``) is
-SmoothQuant by hand for the feed-forward output projections (torchao 0.18's SmoothQuant is a ``quantize_``
-prototype for its own tensor subclasses, not a pt2e pass).
+``build_static_int8`` runs the whole recipe (the ``pt2e-x86-static`` bench route). ``smooth_ffn_output``
+(``helpers.smoothquant``) is SmoothQuant by hand for the feed-forward output projections (torchao 0.18's SmoothQuant is
+a ``quantize_`` prototype for its own tensor subclasses, not a pt2e pass).
 """
 
 from __future__ import annotations
@@ -43,9 +43,11 @@ import torch
 from torch import nn
 
 # Re-exported (``name as name`` marks it for linters): notebook 07 reaches the SmoothQuant recipe here.
-from .smoothquant import (SmoothedLinear as SmoothedLinear, ffn_output_layers as ffn_output_layers,
-                          input_channel_absmax as input_channel_absmax, smooth_ffn_output as smooth_ffn_output,
-                          smoothing_scale as smoothing_scale)
+from .smoothquant import SmoothedLinear as SmoothedLinear
+from .smoothquant import ffn_output_layers as ffn_output_layers
+from .smoothquant import input_channel_absmax as input_channel_absmax
+from .smoothquant import smooth_ffn_output as smooth_ffn_output
+from .smoothquant import smoothing_scale as smoothing_scale
 
 #: The two inputs the exported program takes, in order.
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -328,9 +330,9 @@ def drop_unused_weights(converted: torch.fx.GraphModule) -> int:
 
 def program_bytes(converted: torch.fx.GraphModule, example: dict | Sequence[torch.Tensor]) -> int:
     """Bytes of the converted model saved with ``torch.export.save`` (re-exported at ``example``'s shape, after
-    ``drop_unused_weights`` on a copy): what you would ship. It holds the int8 weights of the quantized layers with their per-channel fp32 scales, and
-    everything the quantizer left in fp32: the embedding tables (about half of MiniLM), LayerNorms, biases and
-    any layer kept in fp32."""
+    ``drop_unused_weights`` on a copy): what you would ship. It holds the int8 weights of the quantized layers with
+    their per-channel fp32 scales, and everything the quantizer left in fp32: the embedding tables (about half of
+    MiniLM), LayerNorms, biases and any layer kept in fp32."""
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         # deep-copying a GraphModule goes through torch's pytree specs, which warn about their own deprecated
         # ``LeafSpec`` check (a FutureWarning that prints the interpreter's path); nothing the caller can change
@@ -375,7 +377,8 @@ def quantize_static(model: nn.Module, calibration: Sequence[dict], dynamic: bool
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if not calibration:
-        raise ValueError("static int8 needs calibration batches (tokenized train texts, helpers.pt2e.calibration_batches)")
+        raise ValueError("static int8 needs calibration batches "
+                         "(tokenized train texts, helpers.pt2e.calibration_batches)")
     if attention not in ("eager", "sdpa"):
         raise ValueError(f"attention is 'eager' or 'sdpa', got {attention!r}")
     model = copy.deepcopy(model).eval()

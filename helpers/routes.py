@@ -11,9 +11,9 @@ A *route* turns the fp32 classifier into something that maps a tokenized batch t
 | ``torchao-da8w8[-compile]`` | ``torchao.quantize_(Int8DynamicActivationInt8WeightConfig())``, eager / compiled |
 | ``torchao-da8w8-emb8-compile`` | the same, plus ``Int8WeightOnlyConfig`` on the embedding tables (per row), compiled |
 | ``torchao-w8[-compile]`` | ``torchao.quantize_(Int8WeightOnlyConfig())``, eager / compiled                 |
-| ``pt2e-x86-static``      | ``helpers.pt2e.build_static_int8``: ``torch.export`` + ``X86InductorQuantizer`` (static int8) + ``torch.compile`` |
+| ``pt2e-x86-static``      | ``helpers.pt2e.build_static_int8``: ``torch.export``, ``X86InductorQuantizer``, compile |
 | ``ort-fp32`` / ``ort-int8[-dynamic]`` | ONNX Runtime, through ``helpers.onnx_route`` (notebook 04)       |
-| ``openvino-fp32`` / ``-bf16`` / ``-int8`` | OpenVINO (f32 or bf16 precision hint) and NNCF static int8 (``helpers.openvino_route``) |
+| ``openvino-fp32`` / ``-bf16`` / ``-int8`` | OpenVINO (f32 or bf16 hint), NNCF int8 (``helpers.openvino_route``) |
 
 The base types (``Context``, ``Built``, ``Route``) live in ``helpers.route_core``, the ONNX Runtime and OpenVINO
 builders in ``helpers.runtime_routes``; this module re-exports them. A route's ``needs`` names the CPU capabilities
@@ -39,16 +39,25 @@ import torch
 
 from . import deprecations, measure, pt2e
 from . import engine as engine_mod
-from .route_core import eager_forward, given, logits_of, timed
-# Re-exported: notebooks reach the route machinery through this module.
-from .route_core import (CAPABILITIES as CAPABILITIES, INPUTS as INPUTS, Built as Built, Context as Context,
-                         Route as Route, RouteUnavailable as RouteUnavailable, has_capability as has_capability,
-                         is_int8_precision as is_int8_precision, missing_capability as missing_capability)
-# Re-exported: the ONNX Runtime and OpenVINO builders.
-from .runtime_routes import (best_ort_int8_recipe as best_ort_int8_recipe, build_ort_fp32 as build_ort_fp32,
-                             dynamic_ort_int8_recipe as dynamic_ort_int8_recipe, openvino_builder as openvino_builder,
-                             ort_int8_builder as ort_int8_builder)
 
+# Re-exported: notebooks reach the route machinery through this module.
+from .route_core import CAPABILITIES as CAPABILITIES
+from .route_core import INPUTS as INPUTS
+from .route_core import Built as Built
+from .route_core import Context as Context
+from .route_core import Route as Route
+from .route_core import RouteUnavailable as RouteUnavailable
+from .route_core import eager_forward, given, logits_of, timed
+from .route_core import has_capability as has_capability
+from .route_core import is_int8_precision as is_int8_precision
+from .route_core import missing_capability as missing_capability
+
+# Re-exported: the ONNX Runtime and OpenVINO builders.
+from .runtime_routes import best_ort_int8_recipe as best_ort_int8_recipe
+from .runtime_routes import build_ort_fp32 as build_ort_fp32
+from .runtime_routes import dynamic_ort_int8_recipe as dynamic_ort_int8_recipe
+from .runtime_routes import openvino_builder as openvino_builder
+from .runtime_routes import ort_int8_builder as ort_int8_builder
 
 # --- fp32 and bf16 --------------------------------------------------------------------------------------------
 
@@ -254,7 +263,8 @@ def all_routes() -> list[Route]:
         _torchao_route("torchao-da8w8-compile", "int8 dynamic", int8_dynamic_config, True,
                        "torchao int8 dyn-act/int8 weight + torch.compile"),
         _torchao_route("torchao-da8w8-emb8-compile", "int8 dynamic", int8_dynamic_config, True,
-                       "torchao int8 dyn-act/int8 weight, int8 embedding tables, + torch.compile", int8_embeddings=True),
+                       "torchao int8 dyn-act/int8 weight, int8 embedding tables, + torch.compile",
+                       int8_embeddings=True),
         _torchao_route("torchao-w8-compile", "int8 weight-only", int8_weight_only_config, True,
                        "torchao int8 weight-only + torch.compile"),
         Route(name="pt2e-x86-static", family="pt2e", precision="int8 static", compiled=True,

@@ -25,7 +25,8 @@ def ffn_output_layers(model: nn.Module) -> list[str]:
     return names
 
 
-def input_channel_absmax(model: nn.Module, layer_names: Sequence[str], batches: Sequence[dict]) -> dict[str, torch.Tensor]:
+def input_channel_absmax(model: nn.Module, layer_names: Sequence[str],
+                         batches: Sequence[dict]) -> dict[str, torch.Tensor]:
     """``max |x_j|`` over calibration batches, per input channel j, of each named Linear layer's input."""
     modules = dict(model.named_modules())
     absmax: dict[str, torch.Tensor] = {}

@@ -44,7 +44,8 @@ def to_markdown(rows: Iterable[dict], columns: Sequence[str] | None = None, digi
     return "\n".join(lines)
 
 
-def to_html(rows: Iterable[dict], columns: Sequence[str] | None = None, digits: int = 3, title: str | None = None) -> str:
+def to_html(rows: Iterable[dict], columns: Sequence[str] | None = None, digits: int = 3,
+            title: str | None = None) -> str:
     rows = list(rows)
     if not rows:
         raise ValueError("no rows to show")

@@ -161,8 +161,11 @@ def test_activation_peaks_measures_an_outlier_exactly():
 # --- qconfig_spec: the dict quantize_model hands to quantize_dynamic -------------------------------------------
 
 def test_qconfig_spec_names_every_quantized_module(tiny):
-    from torch.ao.quantization import (default_dynamic_qconfig, float_qparams_weight_only_qconfig,
-                                       per_channel_dynamic_qconfig)
+    from torch.ao.quantization import (
+        default_dynamic_qconfig,
+        float_qparams_weight_only_qconfig,
+        per_channel_dynamic_qconfig,
+    )
 
     groups = bert_quant.linear_groups(tiny)
     spec = bert_quant.qconfig_spec(tiny, keep_fp32="block1")

@@ -140,6 +140,7 @@ NOTEBOOK_STATE_JS = """() => {
     outs.filter(o => o.output_type === 'error').forEach(o => errors.push(`code cell ${i}: ${o.ename}: ${o.evalue}`));
   });
   const prompts = code.map(c => c.node.querySelector('.jp-InputPrompt')?.textContent.trim() ?? '');
+  const STDERR = '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]';
   return {
     kernel: panel.sessionContext.kernelDisplayStatus,
     kernelName: panel.sessionContext.session?.kernel?.name ?? null,
@@ -147,8 +148,8 @@ NOTEBOOK_STATE_JS = """() => {
     executed: code.filter(c => c.model.executionCount !== null).length,
     running: prompts.filter(p => p.includes('*')).length,
     errors,
-    domErrors: document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"] .ansi-red-fg').length
-                 ? Array.from(document.querySelectorAll('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'))
+    domErrors: document.querySelectorAll(STDERR + ' .ansi-red-fg').length
+                 ? Array.from(document.querySelectorAll(STDERR))
                      .map(e => e.textContent).filter(t => /^-{20,}/m.test(t) && /Traceback|Error/.test(t)).length
                  : 0,
   };
@@ -180,8 +181,8 @@ def test_notebook01_runs_in_jupyterlab_and_the_explorer_responds(lab):
             page.set_default_timeout(30_000)
             page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}", timeout=PAGE_LOAD_S * 1000)
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=PAGE_LOAD_S * 1000)
-            page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.kernelDisplayStatus === 'idle'",
-                                   timeout=PAGE_LOAD_S * 1000)
+            page.wait_for_function("() => window.jupyterapp?.shell.currentWidget?.sessionContext"
+                                   "?.kernelDisplayStatus === 'idle'", timeout=PAGE_LOAD_S * 1000)
             state = page.evaluate(NOTEBOOK_STATE_JS)
             assert state["kernelName"] == "int8-course", state
 
@@ -199,7 +200,8 @@ def test_notebook01_runs_in_jupyterlab_and_the_explorer_responds(lab):
             run_seconds = time.monotonic() - run_started
             time.sleep(1.0)  # the idle state must hold: no queued cell starts after it
             state = wait_until(finished, 10, "the kernel to stay idle")
-            assert not state["errors"], f"cells raised in JupyterLab: {state['errors']}\n" + log_path.read_text()[-2000:]
+            log_tail = log_path.read_text()[-2000:]
+            assert not state["errors"], f"cells raised in JupyterLab: {state['errors']}\n" + log_tail
             assert state["domErrors"] == 0, "a traceback is shown in an output area"
             assert state["executed"] == state["nCode"], state
 
@@ -226,12 +228,15 @@ def test_notebook01_runs_in_jupyterlab_and_the_explorer_responds(lab):
 
             # the screenshot: the explorer with its redrawn plot, file browser collapsed
             page.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
-            page.evaluate("() => { const w = document.querySelector('.widget-interact'); w.scrollIntoView({block: 'start'});"
-                          " w.closest('.jp-WindowedPanel-outer')?.scrollBy(0, -140); }")  # keep the cell's last lines
+            # keep the cell's last lines in view
+            page.evaluate("() => { const w = document.querySelector('.widget-interact');"
+                          " w.scrollIntoView({block: 'start'});"
+                          " w.closest('.jp-WindowedPanel-outer')?.scrollBy(0, -140); }")
             time.sleep(0.5)
             SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOT))
         finally:
             browser.close()
     assert SCREENSHOT.stat().st_size > 20_000
-    print(f"screenshot: {SCREENSHOT}; run all cells {run_seconds:.0f} s, {time.monotonic() - started:.0f} s in the browser")
+    print(f"screenshot: {SCREENSHOT}; run all cells {run_seconds:.0f} s, "
+          f"{time.monotonic() - started:.0f} s in the browser")

@@ -114,7 +114,7 @@ def test_right_choice_passes(activation_sets, capsys, monkeypatch):
 
 def test_choice_made_on_test_is_refused(activation_sets, capsys):
     val, test, lo, hi = activation_sets
-    checks.check_clip_ratio_choice("ex3", lambda b, l, h, r, bits: right_choice(test, l, h, r, bits),
+    checks.check_clip_ratio_choice("ex3", lambda b, low, high, r, bits: right_choice(test, low, high, r, bits),
                                    val, test, lo, hi, RATIOS, 4)
     assert "best on the test batches, not on validation" in verdict(capsys)
 

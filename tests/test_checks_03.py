@@ -2,7 +2,6 @@
 file size predicted from parameter counts."""
 
 import pytest
-import torch
 from torch import nn
 from torch.ao.quantization import default_dynamic_qconfig, per_channel_dynamic_qconfig
 

@@ -69,7 +69,8 @@ def static_check(tiny, tokenizer, reader, path, **kwargs):
 
 def test_a_right_reader_and_model_pass(tiny, course_tokenizer, capsys):
     reader = Reader(course_tokenizer, TRAIN)
-    assert static_check(tiny, course_tokenizer, reader, tiny["static"], min_agreement=0.0)  # a random tiny model: agreement is luck
+    # a random tiny model: agreement is luck
+    assert static_check(tiny, course_tokenizer, reader, tiny["static"], min_agreement=0.0)
     out = capsys.readouterr().out
     assert f"{len(TRAIN)} training sentences in 3 batches" in out and "agrees with fp32 on" in out
 

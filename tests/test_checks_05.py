@@ -101,7 +101,12 @@ def test_the_trap_runs_only_without_weights_only(tmp_path):
 @pytest.fixture(scope="module")
 def int8_safetensors(tmp_path_factory):
     from torchao.quantization import Int8WeightOnlyConfig
-    from transformers import AutoModelForSequenceClassification, BertConfig, BertForSequenceClassification, TorchAoConfig
+    from transformers import (
+        AutoModelForSequenceClassification,
+        BertConfig,
+        BertForSequenceClassification,
+        TorchAoConfig,
+    )
 
     root = tmp_path_factory.mktemp("st")
     torch.manual_seed(0)

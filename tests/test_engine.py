@@ -109,7 +109,8 @@ def test_simulate_build_reproduces_the_notes_crash_and_restores_everything():
         assert torch.backends.quantized is fake
         assert torch.backends.quantized.supported_engines == ["qnnpack", "none"]
         assert torch.backends.quantized.engine == "none"
-        with pytest.raises(RuntimeError, match=r"^Didn't find engine for operation quantized::linear_prepack NoQEngine$"):
+        no_engine = r"^Didn't find engine for operation quantized::linear_prepack NoQEngine$"
+        with pytest.raises(RuntimeError, match=no_engine):
             _quantize(_toy_lstm())
     assert torch.backends.quantized is real_backend and torch.backends.quantized.engine == engine_before
     assert torch.ops.quantized.linear_prepack is real_prepack

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from helpers import data, evaluation as ev
-
+from helpers import data
+from helpers import evaluation as ev
 
 # --- statistics against known values ------------------------------------------------------------------------------
 

@@ -127,4 +127,5 @@ def test_the_package_index_lists_every_module():
     listed |= set(re.findall(r"^- ``\w+``, ``(\w+)``", helpers.__doc__, flags=re.M))
     present = {p.stem for p in HELPERS.glob("*.py") if p.stem != "__init__"}
     present |= {p.name for p in HELPERS.iterdir() if (p / "__init__.py").is_file()}
-    assert listed == present, f"in the index only: {sorted(listed - present)}; in helpers/ only: {sorted(present - listed)}"
+    assert listed == present, (f"in the index only: {sorted(listed - present)}; "
+                               f"in helpers/ only: {sorted(present - listed)}")

@@ -1,4 +1,5 @@
-"""The busy-machine check: verdicts from injected readings (never the real machine's load), and the setup cell's lines."""
+"""The busy-machine check: verdicts from injected readings (never the real machine's load), and the setup cell's
+lines."""
 
 import dataclasses
 import json
@@ -26,7 +27,8 @@ def reading(load, durations_ms=(10.0,) * 16, threads=2, own_load=0.0):
 
 def test_a_quiet_machine_is_quiet():
     r = reading(0.2)
-    assert not r.busy and r.load_per_cpu == pytest.approx(0.1) and r.spread == pytest.approx(0, abs=1e-9) and r.kernel_median_ms == pytest.approx(10)
+    assert not r.busy and r.load_per_cpu == pytest.approx(0.1) and r.spread == pytest.approx(0, abs=1e-9)
+    assert r.kernel_median_ms == pytest.approx(10)
     assert "<=" in r.reason and r.describe().startswith("quiet: load 0.10 per CPU (0.20 over 2 CPUs")
 
 

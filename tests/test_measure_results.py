@@ -26,9 +26,9 @@ def test_size_on_disk_missing(tmp_path):
 
 
 def test_onnx_size_counts_external_data(tmp_path):
+    import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    import numpy as np
 
     weight = numpy_helper.from_array(np.ones((256, 256), dtype=np.float32), "W")
     graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",

@@ -58,7 +58,8 @@ class TestNotebook:
 
     def test_no_hub_downloads(self, path):
         text = path.read_text()
-        assert not re.search(r"from_pretrained\(\s*[\"'](bert|distilbert|roberta|google|facebook|microsoft|sentence-transformers)", text)
+        hub_names = "bert|distilbert|roberta|google|facebook|microsoft|sentence-transformers"
+        assert not re.search(rf"from_pretrained\(\s*[\"']({hub_names})", text)
 
     def test_ends_with_what_you_learned_and_exercises(self, path):
         md = "\n".join(source(c) for c in cells(path) if c["cell_type"] == "markdown")
@@ -96,7 +97,8 @@ def code_of(path) -> str:
 
 
 def unused_imports(code: str, name: str = "notebook.py") -> list[str]:
-    """pyflakes' "imported but unused" reports for ``code``; a syntax error fails the test (nothing would be checked)."""
+    """pyflakes' "imported but unused" reports for ``code``; a syntax error fails the test (nothing would be
+    checked)."""
     from pyflakes.api import check
     from pyflakes.reporter import Reporter
 

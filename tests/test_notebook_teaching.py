@@ -112,7 +112,8 @@ def compile_model_with(*properties):
 
 REQUIRED = {
     "02": {
-        "torch.backends.quantized.supported_engines": lambda f: f.mentions("torch.backends.quantized.supported_engines"),
+        "torch.backends.quantized.supported_engines":
+            lambda f: f.mentions("torch.backends.quantized.supported_engines"),
         "torch.backends.quantized.engine = ...": lambda f: "torch.backends.quantized.engine" in f.assigned,
     },
     "03": {
@@ -227,7 +228,8 @@ class TestLearnersPage:
     def test_no_machine_paths_in_outputs(self, path):
         outputs = json.dumps([c.get("outputs", []) for c in _cells(path)])
         for marker in ("/tmp/", "/work/", "/root/", "/home/", "site-packages", "\\\\Users\\\\"):
-            assert marker not in outputs, f"an output shows a machine path ({marker!r}); print paths relative to the repo"
+            assert marker not in outputs, (f"an output shows a machine path ({marker!r}); "
+                                           "print paths relative to the repo")
 
     def test_committed_outputs_come_from_a_full_run(self, path):
         meta = json.loads(path.read_text())["metadata"]
@@ -240,7 +242,8 @@ class TestLearnersPage:
 #: A verdict read from two separately computed intervals or latency bands: "overlap", "apart", ``x.agreement_low <=
 #: y.agreement_high``, ``a.p90_ms < b.p10_ms``. Variants scored on the same sentences are compared with
 #: ``evaluation.paired_comparison``; models whose speeds are compared are timed together with ``measure.round_robin``.
-OVERLAP_VERDICT = re.compile(r"\b(agreement|accuracy)_(low|high)\s*[<>]=?\s*[\w\[\]\"']+\.(agreement|accuracy)_(low|high)"
+OVERLAP_VERDICT = re.compile(r"\b(agreement|accuracy)_(low|high)\s*[<>]=?\s*[\w\[\]\"']+"
+                             r"\.(agreement|accuracy)_(low|high)"
                              r"|\bp(10|90)_ms\s*[<>]=?\s*[\w\[\]\"']+\.p(10|90)_ms")
 #: Code cells that still draw such a verdict, per notebook, until they move to the paired test and round-robin
 #: timing. The test fails when an entry is stale, so the list only shrinks.

@@ -63,7 +63,8 @@ def test_ort_matches_torch_at_other_shapes(exported, tiny_model, course_tokenize
 
 
 def test_check_equivalence_reports_diff_and_agreement(exported, tiny_model, course_tokenizer):
-    eq = R.check_equivalence(tiny_model, R.make_session(exported, threads=1), course_tokenizer, TEXTS, MAX_LEN, batch_size=4)
+    session = R.make_session(exported, threads=1)
+    eq = R.check_equivalence(tiny_model, session, course_tokenizer, TEXTS, MAX_LEN, batch_size=4)
     assert eq["n"] == len(TEXTS)
     assert eq["max_abs_diff"] < 1e-4 and eq["agreement"] == 1.0
 
@@ -219,7 +220,8 @@ def test_preprocess_records_shape_inference(preprocessed):
 
 @pytest.mark.parametrize("weight_type, per_channel, reduce_range",
                          [("QInt8", False, False), ("QUInt8", True, True)])
-def test_dynamic_quantization_variants(preprocessed, tmp_path, course_tokenizer, weight_type, per_channel, reduce_range):
+def test_dynamic_quantization_variants(preprocessed, tmp_path, course_tokenizer, weight_type, per_channel,
+                                       reduce_range):
     out = R.quantize_dynamic_variant(preprocessed, tmp_path / "dyn.onnx", weight_type, per_channel, reduce_range)
     ops = R.graph_summary(out)["ops"]
     assert "DynamicQuantizeLinear" in ops or "QAttention" in ops
@@ -235,7 +237,8 @@ def test_dynamic_quantization_variants(preprocessed, tmp_path, course_tokenizer,
 
 
 @pytest.mark.parametrize("layers, blockwise, integer", [("all", 6, 0), ("ffn", 4, 2)])
-def test_blockwise_variant_quantizes_the_chosen_matmuls(preprocessed, tmp_path, course_tokenizer, layers, blockwise, integer):
+def test_blockwise_variant_quantizes_the_chosen_matmuls(preprocessed, tmp_path, course_tokenizer, layers, blockwise,
+                                                        integer):
     import logging
 
     root = logging.getLogger()
@@ -401,7 +404,8 @@ def test_quantizers_do_not_share_scratch_files_beside_their_input(preprocessed, 
         (folder / "model.pre-inferred.onnx").mkdir()  # what a concurrent quantizer would be writing
     built = [R.quantize_dynamic_variant(inputs["fused"], tmp_path / "dyn.onnx", per_channel=True),
              R.quantize_blockwise_variant(inputs["fused"], tmp_path / "bw.onnx", layers="ffn"),
-             R.quantize_static_variant(inputs["unfused"], tmp_path / "static.onnx", ListReader(course_tokenizer, TEXTS))]
+             R.quantize_static_variant(inputs["unfused"], tmp_path / "static.onnx",
+                                       ListReader(course_tokenizer, TEXTS))]
     for out in built:
         assert R.run_logits(R.make_session(out, threads=1), course_tokenizer, TEXTS, MAX_LEN).shape == (len(TEXTS), 2)
     for path in inputs.values():

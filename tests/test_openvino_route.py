@@ -71,7 +71,8 @@ def test_fp32_file_keeps_fp32_weights(tiny, fp32_xml):
 
 def test_int8_runs_close_to_fp32_and_is_smaller(tiny, fp32_xml, int8_xml):
     model, tokenizer = tiny
-    fp32 = ovr.predict_logits(ovr.OpenVinoClassifier(ovr.compile_classifier(fp32_xml, "f32")), tokenizer, TEXTS, MAX_LEN)
+    fp32_classifier = ovr.OpenVinoClassifier(ovr.compile_classifier(fp32_xml, "f32"))
+    fp32 = ovr.predict_logits(fp32_classifier, tokenizer, TEXTS, MAX_LEN)
     compiled = ovr.compile_classifier(int8_xml, "f32")
     int8 = ovr.predict_logits(ovr.OpenVinoClassifier(compiled), tokenizer, TEXTS, MAX_LEN)
     assert int8.shape == fp32.shape and torch.isfinite(int8).all()

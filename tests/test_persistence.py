@@ -6,7 +6,8 @@ import warnings
 import pytest
 import torch
 
-from helpers import deprecations, persistence as P
+from helpers import deprecations
+from helpers import persistence as P
 from helpers.paths import sha256_file
 
 deprecations.silence_known()
@@ -68,7 +69,8 @@ def test_round_trip_tiny_bert_is_bit_exact(tmp_path):
     mask = torch.ones_like(ids)
     mask[:, 9:] = 0
     with torch.no_grad():
-        assert torch.equal(q(input_ids=ids, attention_mask=mask).logits, loaded(input_ids=ids, attention_mask=mask).logits)
+        expected = q(input_ids=ids, attention_mask=mask).logits
+        assert torch.equal(expected, loaded(input_ids=ids, attention_mask=mask).logits)
     manifest = json.loads((tmp_path / "bert" / P.MANIFEST_FILE).read_text())
     assert manifest["quantized_layers"] == 2 * 6 + 2  # 6 Linear per layer, pooler, classifier
     assert manifest["extra"] == {"note": "tiny"}
@@ -130,11 +132,15 @@ def test_builder_returning_quantized_model_is_refused(saved_mlp):
 
 def test_other_architecture(saved_mlp):
     _, directory = saved_mlp
-    wider = lambda: torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+    def wider():
+        return torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 4))
+
     with pytest.raises(P.KeyMismatchError, match="could not be loaded"):
         P.load_quantized(directory, wider)
-    deeper = lambda: torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4),
-                                         torch.nn.Linear(4, 4))
+    def deeper():
+        return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4),
+                                   torch.nn.Linear(4, 4))
+
     with pytest.raises(P.KeyMismatchError, match="1 missing keys|2 missing keys|missing keys"):
         P.load_quantized(directory, deeper)
 

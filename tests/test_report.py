@@ -23,9 +23,10 @@ def test_report_index(build_tmp):
 
 
 def test_report_shows_titles_timings_figures_links_and_toc(build_tmp):
+    import matplotlib
+
     from helpers import plots
     from tools import run
-    import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -12,7 +12,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from helpers import measure, peaks, roofline
 from helpers.roofline import ModelOps
 
-
 # --- op counts ------------------------------------------------------------------------------------------------
 
 TINY = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
@@ -322,8 +321,9 @@ def test_peaks_from_latencies_takes_the_fastest_form_and_labels_it():
     kernels = {f"peak {p} {f}": peaks.PeakKernel(p, f, (1000, 100, 10), lambda: None)
                for p, f in (("fp32", "mm"), ("fp32", "linear"), ("int8", "int_mm"), ("int8", "linear_dynamic"))}
     ops_g = 2 * 1000 * 100 * 10 / 1e9  # 0.002 GOP per call
-    alone = peaks.peaks_from_latencies(kernels, {"peak fp32 mm": _lat(0.04), "peak fp32 linear": _lat(0.02),
-                                                 "peak int8 int_mm": _lat(0.01), "peak int8 linear_dynamic": _lat(0.005)})
+    alone = peaks.peaks_from_latencies(kernels, {
+        "peak fp32 mm": _lat(0.04), "peak fp32 linear": _lat(0.02),
+        "peak int8 int_mm": _lat(0.01), "peak int8 linear_dynamic": _lat(0.005)})
     fp32, int8 = alone["fp32"], alone["int8"]
     assert fp32.kernel == peaks.PEAK_KERNELS["fp32"]["linear"] and fp32.gops == pytest.approx(ops_g / 0.02e-3)
     assert fp32.alternatives == pytest.approx({"mm": ops_g / 0.04e-3, "linear": ops_g / 0.02e-3})

@@ -1,5 +1,11 @@
-import nbformat
+import json
+import os
+from pathlib import Path
 
+import nbformat
+import pytest
+
+from helpers import machine_load, results
 from tools import run
 
 
@@ -35,14 +41,6 @@ def test_every_run_records_its_mode_in_the_parameters(tmp_path, monkeypatch):
 
 
 # --- make outputs: the busy-machine refusal, the run record, the committed results --------------------------------
-
-import json
-import os
-from pathlib import Path
-
-import pytest
-
-from helpers import machine_load, results
 
 ROOT = Path(__file__).resolve().parents[1]
 #: Committed notebooks whose outputs predate notebooks/results/: re-record each with ``make outputs FULL=1 NB=..``

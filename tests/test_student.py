@@ -197,7 +197,8 @@ def test_zip_holds_every_student_notebook_and_a_readme(student_copies):
     assert archive.name == student.ZIP_NAME
     with zipfile.ZipFile(archive) as zf:
         names = zf.namelist()
-        assert sorted(names) == sorted([f"int8-course-student/{n}" for n in copies] + ["int8-course-student/README.txt"])
+        expected = [f"int8-course-student/{n}" for n in copies] + ["int8-course-student/README.txt"]
+        assert sorted(names) == sorted(expected)
         for name in copies:
             assert zf.read(f"int8-course-student/{name}") == copies[name].read_bytes()
         assert "make setup" in zf.read("int8-course-student/README.txt").decode()

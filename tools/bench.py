@@ -44,8 +44,8 @@ def to_markdown(run: bench.BenchRun) -> str:
     if roof:
         measured = run.roofline.get("peak_measurements", [])
         peaks = [f"{p['precision']} {p['threads']} thread(s): {p['gops']:.1f} GOP/s ({p['kernel']})" for p in measured]
-        when = ("timed in the same rounds as the routes" if measured and all(p.get("same_rounds_as_routes")
-                                                                             for p in measured) else "measured in this run")
+        same_rounds = measured and all(p.get("same_rounds_as_routes") for p in measured)
+        when = "timed in the same rounds as the routes" if same_rounds else "measured in this run"
         bandwidth = run.roofline.get("bandwidth_bytes_s")
         copy = f" Copy bandwidth: {bandwidth / 1e9:.1f} GB/s." if bandwidth else ""
         lines += [f"## Roofline at b{b} s{s} t{t}", "", f"Peaks {when}: " + "; ".join(peaks) + "." + copy, "",
@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="reduced grid for CI (compiled routes skipped)")
     parser.add_argument("--routes", default=None,
-                        help=f"comma-separated routes (fp32 is always added); default all: {','.join(routes.registry())}")
+                        help="comma-separated routes (fp32 is always added); "
+                             f"default all: {','.join(routes.registry())}")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per grid point (default 3 quick, 10 full)")
     parser.add_argument("--test-examples", type=int, default=None, help="test examples scored with the evaluation "
                         "protocol (default: the whole test split)")

@@ -32,7 +32,8 @@ body{font:17px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Noto Sans KR",sans
 header{background:var(--ink);color:#fff;padding:1.4em 2em}
 header h1{margin:0;font-size:1.9em;font-weight:650}
 header p{margin:.3em 0 0;color:#c8cacd}
-.layout{display:grid;grid-template-columns:16em minmax(0,1fr);gap:2.5em;max-width:1400px;margin:0 auto;padding:1.5em 2em}
+.layout{display:grid;grid-template-columns:16em minmax(0,1fr);gap:2.5em;max-width:1400px;margin:0 auto;
+  padding:1.5em 2em}
 nav.toc{position:sticky;top:1em;align-self:start;font-size:.92em}
 nav.toc ol{padding-left:1.2em;margin:.4em 0}nav.toc li{margin:.25em 0}
 nav.toc a{color:var(--ink);text-decoration:none}nav.toc a:hover{color:var(--accent)}
@@ -41,15 +42,17 @@ main h2{font-size:1.55em;margin:2em 0 .3em;padding-bottom:.2em;border-bottom:3px
 main h2:first-child{margin-top:0}
 h3{font-size:1.1em;margin:1.4em 0 .3em;color:var(--muted)}
 .meta{color:var(--muted);font-size:.88em;margin:.2em 0 .8em}
-.badge{display:inline-block;padding:.05em .55em;border-radius:1em;font-size:.85em;font-weight:600;background:var(--soft);
-  border:1px solid var(--line);margin-right:.4em}
-.badge.time{background:#e8f0fe;border-color:#c6dafc}.badge.fail{background:#fce8e6;border-color:#f4c7c3;color:var(--accent)}
-a.button{display:inline-block;padding:.3em .9em;border-radius:.4em;background:var(--accent);color:#fff;text-decoration:none;
-  font-weight:600;font-size:.9em;margin:.2em .4em .2em 0}
+.badge{display:inline-block;padding:.05em .55em;border-radius:1em;font-size:.85em;font-weight:600;
+  background:var(--soft);border:1px solid var(--line);margin-right:.4em}
+.badge.time{background:#e8f0fe;border-color:#c6dafc}
+.badge.fail{background:#fce8e6;border-color:#f4c7c3;color:var(--accent)}
+a.button{display:inline-block;padding:.3em .9em;border-radius:.4em;background:var(--accent);color:#fff;
+  text-decoration:none;font-weight:600;font-size:.9em;margin:.2em .4em .2em 0}
 a.button.secondary{background:var(--soft);color:var(--ink);border:1px solid var(--line)}
-table.results{border-collapse:collapse;margin:.4em 0 1.2em;font-size:.9em;font-variant-numeric:tabular-nums;display:block;
-  overflow-x:auto;max-width:100%}
-table.results td,table.results th{border-bottom:1px solid var(--line);padding:.35em .8em;text-align:right;white-space:nowrap}
+table.results{border-collapse:collapse;margin:.4em 0 1.2em;font-size:.9em;font-variant-numeric:tabular-nums;
+  display:block;overflow-x:auto;max-width:100%}
+table.results td,table.results th{border-bottom:1px solid var(--line);padding:.35em .8em;text-align:right;
+  white-space:nowrap}
 table.results th{background:var(--soft);font-weight:600;border-bottom:2px solid var(--line)}
 table.results td:first-child,table.results th:first-child{text-align:left}
 table.results tbody tr:hover{background:#fafafa}
@@ -94,7 +97,8 @@ def section_tables(name: str, value) -> list[str]:
                     for k, v in value.items()]
             return [tables.to_html(rows, title=title)]
         flat = [{"figure": humanize(k), "value": v} for k, v in value.items() if not isinstance(v, (dict, list))]
-        nested = [t for k, v in value.items() if isinstance(v, (dict, list)) for t in section_tables(f"{name} / {k}", v)]
+        nested = [t for k, v in value.items() if isinstance(v, (dict, list))
+                  for t in section_tables(f"{name} / {k}", v)]
         return ([tables.to_html(flat, title=title)] if flat else []) + nested
     if isinstance(value, (int, float, str, bool)):
         return [tables.to_html([{"figure": title, "value": value}])]
@@ -127,8 +131,10 @@ def timing_rows(timings: dict, stems: list[str]) -> list[dict]:
             row[f"{mode} (min)"] = "failed" if t.get(f"{mode}_failed") else _minutes(t.get(mode))
         rows.append(row)
     totals = {m: [timings.get(s, {}).get(m) for s in stems] for m in MODES}
-    rows.append({"notebook": "total", **{f"{m} (min)": _minutes(sum(v)) if v and all(isinstance(x, (int, float)) for x in v)
-                                         else "–" for m, v in totals.items()}})
+    def total(values):
+        return _minutes(sum(values)) if values and all(isinstance(x, (int, float)) for x in values) else "–"
+
+    rows.append({"notebook": "total", **{f"{m} (min)": total(v) for m, v in totals.items()}})
     return rows
 
 
@@ -166,9 +172,12 @@ def notebook_section(stem: str, timings: dict) -> str:
     if not data:
         parts.append("<p class='empty'>No results yet: run <code>make run</code>.</p></section>")
         return "\n".join(parts)
-    parts.append(f"<p class='meta'>{'smoke' if meta.get('smoke') else 'full'} mode · torch {html.escape(str(meta.get('torch', '?')))}"
-                 f" · engine {html.escape(str(meta.get('engine', '?')))} · {html.escape(str(meta.get('threads', '?')))} threads"
-                 f" · run started {html.escape(str(data.get('started', '?')))}</p>")
+    def shown(mapping, key):
+        return html.escape(str(mapping.get(key, "?")))
+
+    parts.append(f"<p class='meta'>{'smoke' if meta.get('smoke') else 'full'} mode · torch {shown(meta, 'torch')}"
+                 f" · engine {shown(meta, 'engine')} · {shown(meta, 'threads')} threads"
+                 f" · run started {shown(data, 'started')}</p>")
     figures = sorted((build / "figures" / stem).glob("*.png"))
     if figures:
         parts.append("<div class='figures'>" + "".join(_figure_html(stem, f) for f in figures) + "</div>")

@@ -21,12 +21,29 @@ route's fraction of its precision's peak.
 """
 
 from . import ceiling
-from .reading import (evaluate_target, latency_at, latency_rows, pareto_front, recommend, roofline_fraction,
-                      summary_point, summary_rows)
-from .runner import (OverBudget, add_ratios, best_fp32_routes, grid, measure_routes, profile_ops, run_classifier,
-                     run_routes, settings_for, time_together)
-from .schema import (SCHEMA_VERSION, TARGET, BenchRun, LatencyPoint, Point, RouteResult, Target, TargetVerdict,
-                     load)
+from .reading import (
+                      evaluate_target,
+                      latency_at,
+                      latency_rows,
+                      pareto_front,
+                      recommend,
+                      roofline_fraction,
+                      summary_point,
+                      summary_rows,
+)
+from .runner import (
+                      OverBudget,
+                      add_ratios,
+                      best_fp32_routes,
+                      grid,
+                      measure_routes,
+                      profile_ops,
+                      run_classifier,
+                      run_routes,
+                      settings_for,
+                      time_together,
+)
+from .schema import SCHEMA_VERSION, TARGET, BenchRun, LatencyPoint, Point, RouteResult, Target, TargetVerdict, load
 
 __all__ = ["SCHEMA_VERSION", "TARGET", "BenchRun", "LatencyPoint", "OverBudget", "Point", "RouteResult", "Target",
            "TargetVerdict", "add_ratios", "best_fp32_routes", "ceiling", "evaluate_target", "grid", "latency_at",

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-from .. import measure as measuring, peaks as peak_probe, roofline
+from .. import measure as measuring
+from .. import peaks as peak_probe
+from .. import roofline
 from .reading import EXPORTED_FAMILIES, latency_at, summary_point
 from .schema import BenchRun, Point
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from .. import measure
 from .schema import TARGET, BenchRun, LatencyPoint, Point, RouteResult, Target, TargetVerdict
 
-
 #: Route families that run the model in another runtime (exported), not in PyTorch.
 EXPORTED_FAMILIES = ("onnxruntime", "openvino")
 

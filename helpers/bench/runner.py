@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import course, cpu, deprecations, engine, evaluation, finetune, measure, routes as routes_mod
+from .. import course, cpu, deprecations, engine, evaluation, finetune, measure
+from .. import routes as routes_mod
 from . import ceiling
 from .reading import evaluate_target
 from .schema import TARGET, BenchRun, LatencyPoint, Point, RouteResult
@@ -232,8 +233,8 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
     ``skipped`` routes become rows with ``status="skipped"`` and the reason, and so does every route whose
     ``needs`` the CPU lacks (``routes.missing_capability`` on ``features``, default ``helpers.cpu.features()``).
     ``budget_s`` caps each stage of a route (see ``measure_routes``), except fp32 eager's: every comparison needs it.
-    ``roofline`` (True, or the ``ceiling.RoofProbes`` to use) times the roofline's probes in the routes' rounds and writes
-    ``run.roofline`` from them (``ceiling.record``, with ``ctx.model.config``'s op counts)."""
+    ``roofline`` (True, or the ``ceiling.RoofProbes`` to use) times the roofline's probes in the routes' rounds and
+    writes ``run.roofline`` from them (``ceiling.record``, with ``ctx.model.config``'s op counts)."""
     from tqdm.auto import tqdm
 
     if not points:
@@ -334,8 +335,8 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
     if verbose:
         print(course.describe_environment(course.environment()), flush=True)
     clf = finetune.load_for_notebook(smoke, test_examples=n_test, progress=progress)
-    ctx = routes_mod.Context(clf.model, clf.tokenizer, clf.max_len, calibration_texts=clf.splits["train"].head(64).texts,
-                             train=clf.splits["train"])
+    ctx = routes_mod.Context(clf.model, clf.tokenizer, clf.max_len,
+                             calibration_texts=clf.splits["train"].head(64).texts, train=clf.splits["train"])
     chosen = routes_mod.select(route_names)
     run_list = [r for r in chosen if include_compiled or not r.compiled]
     skipped = [(r, "skipped in the quick grid: torch.compile takes minutes on 2 cores; `make bench` runs it")
@@ -343,6 +344,7 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
     points = grid(quick, threads)
     run = run_routes(ctx, clf.test.texts, clf.test.labels, run_list, points, runs=runs, warmup=settings["warmup"],
                      skipped=skipped, progress=progress, budget_s=budget_s,
-                     settings={"quick": quick, "smoke_classifier": smoke, "classifier": finetune.entry_name(clf.config)},
+                     settings={"quick": quick, "smoke_classifier": smoke,
+                               "classifier": finetune.entry_name(clf.config)},
                      roofline=with_roofline)
     return run

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .. import evaluation, measure, routes as routes_mod
+from .. import evaluation, measure
+from .. import routes as routes_mod
 from ..paths import build_dir
 
 #: 2 added the evaluation protocol's fields, the speedup over the best fp32 route, the roofline and the

@@ -130,7 +130,8 @@ def check_clip_ratio_choice(name: str, choose_clip_ratio, val_batches, test_batc
         elif got == min(on_val, key=on_val.get):
             hint = "that ratio has the lowest SQNR on validation: SQNR is higher-is-better, take the maximum."
         else:
-            hint = f"ratio {got} gives {on_val[got]:.2f} dB on validation but {best} gives {on_val[best]:.2f} dB. " + base
+            hint = (f"ratio {got} gives {on_val[got]:.2f} dB on validation but {best} gives {on_val[best]:.2f} dB. "
+                    + base)
         return report(name, False, hint)
     for kind in ("uniform", "outliers"):
         batches = _probe_batches_01(kind)

@@ -142,7 +142,8 @@ def check_layer_choice(fp32_model, chosen_model, val_ids, fp32_val_logits, name:
     expected, scored = layer_choice_02(fp32_model, val_ids, fp32_val_logits, min_agreement, min_layer_shrink)
     if quantized == expected:
         comparison, size = scored[expected]
-        return report(name, True, "", f"{', '.join(sorted(expected))} in int8: {size / measure.state_dict_bytes(fp32_model):.2f}x "
+        ratio = size / measure.state_dict_bytes(fp32_model)
+        return report(name, True, "", f"{', '.join(sorted(expected))} in int8: {ratio:.2f}x "
                       f"fp32's file, {comparison.agreement:.1%} agreement on validation.")
     mine = scored.get(frozenset(quantized))
     if mine is not None and mine[0].agreement < min_agreement:
@@ -187,5 +188,5 @@ def check_int8_size_prediction(predict_int8_bytes, extra_lstms=(), name: str = "
                          "too large: an int8 weight takes 1 byte, a bias 4; the overhead is a few kilobytes")
             return report(name, False, f"for {shape} you predicted {predicted:,.0f} bytes, the file has {actual:,} "
                           f"({100 * error:+.1f}%): {direction}.")
-    return report(name, True, "", f"Within {tolerance:.0%} on {len(cases)} LSTMs: 1 byte per weight, 4 per bias, plus a "
-                  "few kilobytes of container and packed-parameter metadata.")
+    return report(name, True, "", f"Within {tolerance:.0%} on {len(cases)} LSTMs: 1 byte per weight, 4 per bias, "
+                  "plus a few kilobytes of container and packed-parameter metadata.")

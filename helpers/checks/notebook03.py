@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._core import number_answer, _unanswered, report
+from ._core import _unanswered, number_answer, report
 
 
 def _names_text(names, limit: int = 3) -> str:
@@ -44,8 +44,9 @@ def check_qconfig_spec(name: str, spec, fp32_model, tokenizer, split, fp32_logit
         if extra:
             hint += f"these Linears stayed float but are not in the group, put them in the spec: {_names_text(extra)}."
         return report(name, False, hint.strip())
+    dynamic_linear = torch.ao.nn.quantized.dynamic.Linear
     other = [n for n, m in model.named_modules() if isinstance(m, torch.ao.nn.quantized.Embedding)
-             or (isinstance(m, torch.ao.nn.quantized.dynamic.Linear) and m.weight().qscheme() != torch.per_tensor_affine)]
+             or (isinstance(m, dynamic_linear) and m.weight().qscheme() != torch.per_tensor_affine)]
     if other:
         return report(name, False, f"{_names_text(other)} got another qconfig than the sweep used: give every other "
                                    "Linear default_dynamic_qconfig (one weight scale per tensor), nothing else.")

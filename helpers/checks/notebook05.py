@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 
-from ._core import number_answer, _unanswered, report
+from ._core import _unanswered, number_answer, report
 
 
 class _RunsShellCommand(str):

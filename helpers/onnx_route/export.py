@@ -83,8 +83,8 @@ def model_input_names(tokenizer) -> tuple[str, ...]:
 
 
 def export_classifier(model: torch.nn.Module, tokenizer, path: str | os.PathLike, max_len: int, *,
-                      exporter: str = "torchscript", opset: int | None = None, attn_implementation: str | None = "eager",
-                      reuse: bool = True, sample_batch: int = 2) -> Path:
+                      exporter: str = "torchscript", opset: int | None = None,
+                      attn_implementation: str | None = "eager", reuse: bool = True, sample_batch: int = 2) -> Path:
     """Export a transformers sequence classifier to ONNX at ``path`` with ``torch.onnx.export`` and return ``path``.
 
     - Inputs ``input_ids``, ``attention_mask`` (and ``token_type_ids`` if the tokenizer makes them), int64

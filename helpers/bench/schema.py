@@ -20,7 +20,6 @@ from ..paths import build_dir
 #: agreement-based target; 3 times the routes together and adds the p10-p90 band of each per-round speedup. Older
 #: documents still load (the new fields read as None).
 SCHEMA_VERSION = 3
-READABLE_SCHEMAS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -57,12 +56,6 @@ class Target:
     def band(self) -> str:
         """The fidelity rule in words, from the numbers: "agreement >= 0.99"."""
         return f"agreement >= {self.min_agreement:.2f}"
-
-    @property
-    def max_accuracy_drop(self) -> float:
-        """The most accuracy can move under the agreement rule (``evaluation.max_accuracy_change``), as a fraction;
-        schema 1's target stored an accuracy band of this name."""
-        return evaluation.max_accuracy_change(self.min_agreement)
 
 
 TARGET = Target()
@@ -207,12 +200,11 @@ class TargetVerdict:
 
     @classmethod
     def from_dict(cls, d: dict) -> TargetVerdict:
-        target = Target(d["batch"], d["seq"], d["threads"], d.get("target_speedup", TARGET.speedup),
-                        d.get("min_agreement", TARGET.min_agreement), d["max_size_ratio"],
-                        d.get("target_speedup_vs_best_fp32", TARGET.speedup_vs_best_fp32))
+        target = Target(d["batch"], d["seq"], d["threads"], d["target_speedup"], d["min_agreement"],
+                        d["max_size_ratio"], d["target_speedup_vs_best_fp32"])
         return cls(target, d["evaluated"], d["met"], d["route"], d["reason"], d["speedup"] if d["route"] else None,
-                   d.get("size_ratio"), d.get("accuracy_change"), d.get("speedup_vs_best_fp32"), d.get("agreement"),
-                   d.get("best_fp32_route"))
+                   d["size_ratio"], d["accuracy_change"], d["speedup_vs_best_fp32"], d["agreement"],
+                   d["best_fp32_route"])
 
 
 @dataclass
@@ -250,8 +242,8 @@ class BenchRun:
     def from_dict(cls, doc: dict) -> BenchRun:
         return cls(doc["started"], doc["seconds"], doc["environment"], doc["settings"],
                    [Point(**p) for p in doc["grid"]], [RouteResult.from_dict(r) for r in doc["routes"]],
-                   TargetVerdict.from_dict(doc["target"]), doc["schema"], doc.get("best_fp32", {}),
-                   doc.get("roofline"), doc.get("protocol", {}), doc.get("isa_sensitivity"))
+                   TargetVerdict.from_dict(doc["target"]), doc["schema"], doc["best_fp32"],
+                   doc["roofline"], doc["protocol"], doc["isa_sensitivity"])
 
 
 def load(path: str | os.PathLike | None = None) -> BenchRun:
@@ -260,7 +252,7 @@ def load(path: str | os.PathLike | None = None) -> BenchRun:
     if not path.is_file():
         raise FileNotFoundError(f"no bench results at {path}; run `make bench` (or `make bench QUICK=1`) first")
     doc = json.loads(path.read_text())
-    if doc.get("schema") not in READABLE_SCHEMAS:
-        raise ValueError(f"{path} has schema {doc.get('schema')}, this code reads {list(READABLE_SCHEMAS)}; "
+    if doc.get("schema") != SCHEMA_VERSION:
+        raise ValueError(f"{path} has schema {doc.get('schema')}, this code reads schema {SCHEMA_VERSION}; "
                          "rerun make bench")
     return BenchRun.from_dict(doc)

@@ -25,10 +25,12 @@ Quantization routes
 - ``qat``           quantization-aware training: fake quantization by hand, torchao's ``QATConfig`` flow (notebook 07)
 - ``openvino_route`` convert with OpenVINO, quantize with NNCF, compile and run on the CPU (notebook 06)
 - ``persistence``   saving and loading quantized models safely: manifest, checksums, specific errors (notebook 05)
-- ``routes``        every inference route of notebook 06, one builder each (``Route``, the registry)
-- ``route_core``    what every route is made of: the ``Context``, ``Built`` and ``Route`` records, CPU capabilities
-- ``runtime_routes`` the routes that export the classifier to ONNX Runtime or OpenVINO
-- ``bench``         the routes measured side by side in one run, typed results and reading them (notebook 06)
+- ``bench``         what only notebook 06 and ``make bench`` use; no other helper imports it:
+                    ``bench.routes`` (the registry, one builder per inference route), ``route_core`` (what a
+                    route is: ``Context``, ``Built``, ``Route``, CPU capabilities), ``runtime_routes`` (ONNX
+                    Runtime, OpenVINO), ``runner`` and ``schema`` (one run, typed results), ``reading`` (the
+                    verdicts), ``ceiling`` (the roofline's probes), ``isa`` (one int8 Linear under
+                    ``ONEDNN_MAX_CPU_ISA`` caps, in child processes)
 
 Measuring and reporting
 - ``measure``       size on disk, latency (median and spread), and models timed side by side (``round_robin``)
@@ -37,7 +39,6 @@ Measuring and reporting
                     two variants (``paired_comparison``), the target rule
 - ``roofline``      op and byte counts, and how close each route gets to the lower of its two roofs
 - ``peaks``         the roofs: peak GEMM throughput per precision and form, copy bandwidth, last-level cache size
-- ``isa``           one int8 Linear under capped instruction sets (``ONEDNN_MAX_CPU_ISA``), in child processes
 - ``results``       recording measured figures into build/results/<notebook>.json
 - ``tables``, ``plots``  showing measured rows as tables; plot defaults and ``save_fig`` for the report
 - ``checks``        exercise checkers that answer "correct" or give a hint

@@ -32,7 +32,7 @@ from typing import Iterable, Mapping, NamedTuple
 
 from .peaks import DEFAULT_SHAPE, INT8_KERNELS, PEAK_KERNELS, Peak, measure_peak, measure_peaks, peaks_table
 
-#: Which peak each route precision (``helpers.routes.Route.precision``) is charged against, and why.
+#: Which peak each route precision (``helpers.bench.route_core.Route.precision``) is charged against, and why.
 ROUTE_PEAK_PRECISION = {
     "fp32": "fp32",
     "bf16": "bf16",

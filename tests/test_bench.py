@@ -11,7 +11,8 @@ import time
 import pytest
 import torch
 
-from helpers import bench, course, cpu, evaluation, measure, routes
+from helpers import bench, course, cpu, evaluation, measure
+from helpers.bench import route_core, routes, runtime_routes
 from tools import bench as bench_tool
 
 
@@ -23,7 +24,7 @@ def build_tmp(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def ctx(make_tiny_bert, course_tokenizer):
-    return routes.Context(make_tiny_bert(), course_tokenizer, max_len=16,
+    return route_core.Context(make_tiny_bert(), course_tokenizer, max_len=16,
                           calibration_texts=["a fine film", "dull and long"] * 4)
 
 
@@ -41,12 +42,12 @@ def _forward_fails(ctx):
         if batch["input_ids"].shape[1] > 16:
             raise IndexError("list index out of range in a fake kernel")
         return torch.zeros(batch["input_ids"].shape[0], 2)
-    return routes.Built(forward, size_bytes=10)
+    return route_core.Built(forward, size_bytes=10)
 
 
-BROKEN = routes.Route(name="broken", family="test", precision="int8 dynamic", compiled=False, build=_boom,
+BROKEN = route_core.Route(name="broken", family="test", precision="int8 dynamic", compiled=False, build=_boom,
                       description="always raises while building")
-LATE = routes.Route(name="late", family="test", precision="int8 dynamic", compiled=False, build=_forward_fails,
+LATE = route_core.Route(name="late", family="test", precision="int8 dynamic", compiled=False, build=_forward_fails,
                     description="raises at seq 32")
 
 
@@ -73,11 +74,11 @@ def test_registry_names_order_and_kinds():
 
 def test_routes_are_built_with_keywords_and_recipes_are_objects():
     with pytest.raises(TypeError):
-        routes.Route("fp32", "baseline", "fp32", False, routes.build_fp32, "positional")
+        route_core.Route("fp32", "baseline", "fp32", False, routes.build_fp32, "positional")
     from helpers import onnx_route
 
-    assert routes.best_ort_int8_recipe() is onnx_route.BEST_INT8_RECIPE
-    assert routes.dynamic_ort_int8_recipe() is onnx_route.DYNAMIC_INT8_RECIPE
+    assert runtime_routes.best_ort_int8_recipe() is onnx_route.BEST_INT8_RECIPE
+    assert runtime_routes.dynamic_ort_int8_recipe() is onnx_route.DYNAMIC_INT8_RECIPE
     assert type(routes.int8_dynamic_config()).__name__ == "Int8DynamicActivationInt8WeightConfig"
 
 
@@ -184,9 +185,9 @@ def test_the_bench_raises_dynamos_recompile_limit_while_every_route_is_held(ctx)
         def forward(batch):
             seen["forward"] = torch._dynamo.config.recompile_limit
             return torch.zeros(batch["input_ids"].shape[0], 2)
-        return routes.Built(forward, size_bytes=10)
+        return route_core.Built(forward, size_bytes=10)
 
-    probe = routes.Route(name="probe", family="test", precision="int8 dynamic", compiled=True, build=build,
+    probe = route_core.Route(name="probe", family="test", precision="int8 dynamic", compiled=True, build=build,
                          description="records dynamo's limit")
     before = torch._dynamo.config.recompile_limit
     bench.run_routes(ctx, TEXTS, LABELS, [probe], TINY_GRID[:1], runs=1, warmup=0, progress=False)
@@ -421,7 +422,7 @@ def test_run_classifier_uses_the_notebook_classifier_skips_and_adds_the_roofline
 
 
 def test_a_route_the_cpu_lacks_a_capability_for_is_skipped_with_the_reason(ctx):
-    needs_bf16 = routes.Route(name="needs-bf16", family="test", precision="bf16", compiled=False,
+    needs_bf16 = route_core.Route(name="needs-bf16", family="test", precision="bf16", compiled=False,
                               build=routes.build_bf16, description="", needs=("bf16",))
     plan = [routes.registry()["fp32"], needs_bf16]
     without = bench.run_routes(ctx, TEXTS, LABELS, plan, TINY_GRID[:1], runs=1, warmup=0, progress=False,
@@ -431,10 +432,11 @@ def test_a_route_the_cpu_lacks_a_capability_for_is_skipped_with_the_reason(ctx):
     with_bf16 = bench.run_routes(ctx, TEXTS, LABELS, plan, TINY_GRID[:1], runs=1, warmup=0, progress=False,
                                  features={"avx512_bf16": True})
     assert with_bf16.row("needs-bf16").status == "ok"
-    assert routes.has_capability("int8-dot", {"avx_vnni": True}) and not routes.has_capability("int8-dot", {})
-    assert routes.has_capability("int8-dot", {"asimddp": True}) and routes.has_capability("bf16", {"bf16": True})
+    has = route_core.has_capability
+    assert has("int8-dot", {"avx_vnni": True}) and not has("int8-dot", {})
+    assert has("int8-dot", {"asimddp": True}) and has("bf16", {"bf16": True})
     with pytest.raises(ValueError, match="unknown capability"):
-        routes.has_capability("fp8", {})
+        route_core.has_capability("fp8", {})
 
 
 def _sleeper(seconds_per_token: float):
@@ -443,14 +445,14 @@ def _sleeper(seconds_per_token: float):
             if seconds_per_token:
                 time.sleep(seconds_per_token * batch["input_ids"].numel())
             return torch.zeros(batch["input_ids"].shape[0], 2)
-        return routes.Built(forward, size_bytes=10)
+        return route_core.Built(forward, size_bytes=10)
     return build
 
 
 def test_a_route_over_the_time_budget_is_skipped_before_its_costly_point(ctx):
-    sleepy = routes.Route(name="sleepy", family="test", precision="int8 dynamic", compiled=False,
+    sleepy = route_core.Route(name="sleepy", family="test", precision="int8 dynamic", compiled=False,
                           build=_sleeper(5e-3), description="5 ms per token")
-    quick = routes.Route(name="quick", family="test", precision="int8 dynamic", compiled=False,
+    quick = route_core.Route(name="quick", family="test", precision="int8 dynamic", compiled=False,
                          build=_sleeper(0), description="no time per token")
     grid = [bench.Point(64, 32, 1), bench.Point(1, 8, 1)]  # the cheap point is measured first
     run = bench.run_routes(ctx, TEXTS, LABELS, [sleepy, quick], grid, runs=2, warmup=0, progress=False, budget_s=5.0)
@@ -461,7 +463,7 @@ def test_a_route_over_the_time_budget_is_skipped_before_its_costly_point(ctx):
     assert [p.point for p in row.latency] == [bench.Point(1, 8, 1)]
     assert run.row("quick").status == "ok", run.row("quick").error
     # fp32 eager is every comparison's reference: the budget never skips it
-    slow_fp32 = routes.Route(name="fp32", family="baseline", precision="fp32", compiled=False, build=_sleeper(5e-3),
+    slow_fp32 = route_core.Route(name="fp32", family="baseline", precision="fp32", compiled=False, build=_sleeper(5e-3),
                              description="a slow baseline")
     small = [bench.Point(16, 8, 1), bench.Point(1, 8, 1)]  # b16 s8: 2 calls x 0.64 s, over a 0.3 s budget
     assert bench.run_routes(ctx, TEXTS, LABELS, [slow_fp32], small, runs=1, warmup=0, progress=False,
@@ -523,7 +525,7 @@ def test_cli_argument_errors(argv, message, capsys):
 
 
 def test_isa_sensitivity_is_recorded_or_its_error_is(monkeypatch, ctx):
-    from helpers import isa
+    from helpers.bench import isa
 
     row = isa.IsaRow("AVX2", "Intel AVX2", False, "gemm:jit", 10.0, 4.0, 1.0, 0.5, 1, (64, 64, 64), 3)
     monkeypatch.setattr(isa, "isa_sensitivity", lambda runs, timeout_s: isa.IsaRows([row]))
@@ -591,8 +593,8 @@ def test_roofline_probes_are_timed_in_the_same_rounds_as_the_routes(ctx):
             return {name: logged(name, fn) for name, fn in super().callables(threads).items()}
 
     fp32 = routes.registry()["fp32"]
-    logged_fp32 = routes.Route(name="fp32", family=fp32.family, precision="fp32", compiled=False, description="",
-                               build=lambda c: (lambda b: routes.Built(lambda batch: (calls.append("fp32"),
+    logged_fp32 = route_core.Route(name="fp32", family=fp32.family, precision="fp32", compiled=False, description="",
+                               build=lambda c: (lambda b: route_core.Built(lambda batch: (calls.append("fp32"),
                                                                                        b.forward(batch))[1],
                                                                        b.size_bytes))(fp32.build(c)))
     probes = LoggedProbes(("fp32", "int8"), copy_bytes=1 << 20, shape=(64, 32, 48), max_call_s=None)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import cpu, engine, isa
+from helpers import cpu, engine
+from helpers.bench import isa
 
 GRAVITON3_CPUINFO = ("processor\t: 0\nBogoMIPS\t: 2100.00\n"
                      "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm jscvt "

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from helpers import cpu, isa
+from helpers import cpu
+from helpers.bench import isa
 from helpers.paths import PROJECT_ROOT
 
 SMALL = dict(shape=(128, 64, 128), runs=3, warmup=1)
@@ -198,12 +199,12 @@ print(int((torch._int_mm(a, b).to(torch.int64) != exact).sum()))
 
 @pytest.mark.skipif(not cpu.features()["avx2"], reason="oneDNN's AVX2 path exists only on x86")
 def test_int_mm_without_an_int8_dot_product_saturates_as_the_int8_dot_reason_says():
-    """routes.CAPABILITIES["int8-dot"] says torch._int_mm's x86 path without VNNI gives wrong sums on full-range
+    """route_core.CAPABILITIES["int8-dot"] says torch._int_mm's x86 path without VNNI gives wrong sums on full-range
     int8 operands: under ONEDNN_MAX_CPU_ISA=AVX2 (the kernels an AVX2-only CPU runs) it does; uncapped on a CPU
     with VNNI it does not."""
-    from helpers import routes
+    from helpers.bench import route_core
 
-    assert "saturating int16" in routes.CAPABILITIES["int8-dot"]
+    assert "saturating int16" in route_core.CAPABILITIES["int8-dot"]
 
     def wrong_sums(env_isa):
         out = subprocess.run([sys.executable, "-c", _INT_MM_CHILD], env=isa._child_env(env_isa), capture_output=True,

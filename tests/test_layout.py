@@ -129,3 +129,13 @@ def test_the_package_index_lists_every_module():
     present |= {p.name for p in HELPERS.iterdir() if (p / "__init__.py").is_file()}
     assert listed == present, (f"in the index only: {sorted(listed - present)}; "
                                f"in helpers/ only: {sorted(present - listed)}")
+
+
+def test_the_bench_is_fenced():
+    """What only notebook 06 and ``make bench`` use lives in helpers/bench/; no other helper imports it."""
+    outside = {name: sorted(m for m in imports if top_helpers_module(m) == "bench")
+               for name, imports in modules_imported_by(HELPERS).items() if top_helpers_module(name) != "bench"}
+    assert not {name: found for name, found in outside.items() if found}
+    users = {nb.name[:2] for nb in NOTEBOOKS for code in notebook_code(nb)
+             if any(top_helpers_module(m) == "bench" for m in imported_modules(ast.parse(code)))}
+    assert users <= {"06"}, f"notebooks other than 06 import helpers.bench: {sorted(users - {'06'})}"

@@ -174,7 +174,7 @@ def test_a_bf16_request_that_runs_f32_is_refused(fp32_xml):
     import subprocess
     import sys
 
-    from helpers import isa
+    from helpers.bench import isa
 
     out = subprocess.run([sys.executable, "-c", _BF16_UNDER_AVX2, str(fp32_xml)], env=isa._child_env("AVX2"),
                          capture_output=True, text=True, timeout=300, check=True).stdout

@@ -17,7 +17,8 @@ import os
 import sys
 from pathlib import Path
 
-from helpers import bench, course, deprecations, results, routes, tables
+from helpers import bench, course, deprecations, results, tables
+from helpers.bench import routes
 from helpers.paths import atomic_write, build_dir
 
 

@@ -1,6 +1,6 @@
 """Every inference route of the fine-tuned MiniLM classifier, measured in one process, in one run (notebook 06).
 
-For each route (``helpers.routes``): size on disk, latency (median and p10-p90 spread) per grid point (batch,
+For each route (``helpers.bench.routes``): size on disk, latency (median and p10-p90 spread) per grid point (batch,
 sequence length, threads), the first call at each grid point timed separately (compilation happens there), the
 evaluation protocol on the test split (``helpers.evaluation``: agreement with fp32 and accuracy with Wilson
 intervals, McNemar's p, the one target rule), and two speedups *measured in the same run*: over fp32 eager and over

@@ -8,7 +8,7 @@ reads the peaks back as ``Peak`` objects. ``record(run, config, peaks, bandwidth
 ``roofline`` object (``helpers.roofline.roofline_record``: peaks by precision and threads, the model's GOPs per
 grid point, per route and point the compute and memory roofs, which binds, the fraction and, above 1, why) and
 adds which kernel set each peak. ``rows(run)`` is the table at the summary point. ``isa_record`` measures what int8
-gains under ``ONEDNN_MAX_CPU_ISA`` caps (``helpers.isa``), for ``make bench``'s ``isa_sensitivity`` object.
+gains under ``ONEDNN_MAX_CPU_ISA`` caps (``helpers.bench.isa``), for ``make bench``'s ``isa_sensitivity`` object.
 """
 
 from __future__ import annotations
@@ -113,9 +113,9 @@ def rows(run: BenchRun) -> list[dict]:
 
 
 def isa_record(runs: int) -> dict:
-    """``helpers.isa.isa_sensitivity()`` (subprocesses under ``ONEDNN_MAX_CPU_ISA`` caps) as the results JSON's
+    """``isa.isa_sensitivity()`` (subprocesses under ``ONEDNN_MAX_CPU_ISA`` caps) as the results JSON's
     ``isa_sensitivity`` object: ``{"rows": [...]}``, or ``{"error": ...}`` when it cannot run here."""
-    from .. import isa
+    from . import isa
 
     try:
         rows = isa.isa_sensitivity(runs=runs, timeout_s=600.0)

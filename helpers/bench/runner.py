@@ -12,8 +12,8 @@ from typing import Callable, Sequence
 import torch
 
 from .. import course, cpu, deprecations, engine, evaluation, finetune, measure
-from .. import routes as routes_mod
-from . import ceiling
+from . import ceiling, route_core
+from . import routes as routes_mod
 from .reading import evaluate_target
 from .schema import TARGET, BenchRun, LatencyPoint, Point, RouteResult
 
@@ -28,7 +28,7 @@ def grid(quick: bool, threads: int | None = None) -> list[Point]:
     return [Point(b, s, t) for t in thread_counts for s in (64, 128) for b in (1, 32)]
 
 
-def _batch(ctx: routes_mod.Context, texts: Sequence[str], point: Point) -> dict[str, torch.Tensor]:
+def _batch(ctx: route_core.Context, texts: Sequence[str], point: Point) -> dict[str, torch.Tensor]:
     texts = list(texts)
     reps = (point.batch // len(texts)) + 1
     return ctx.encode((texts * reps)[:point.batch], point.seq)
@@ -64,7 +64,7 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}{where}"
 
 
-def _first_call(built: routes_mod.Built, batch: dict, threads: int) -> float:
+def _first_call(built: route_core.Built, batch: dict, threads: int) -> float:
     """One untimed-by-the-rounds call (``torch.compile`` compiles here; runtimes make their per-thread sessions):
     its wall time in seconds."""
     with measure.num_threads(threads), torch.inference_mode():
@@ -107,7 +107,7 @@ def _fail(row: RouteResult, exc: BaseException, stage: str) -> None:
     row.status, row.error, row.stage = ("skipped", str(exc), stage) if skipped else ("failed", _error(exc), stage)
 
 
-def measure_routes(rows: Sequence[RouteResult], built: dict[str, routes_mod.Built], ctx: routes_mod.Context,
+def measure_routes(rows: Sequence[RouteResult], built: dict[str, route_core.Built], ctx: route_core.Context,
                    points: Sequence[Point], test_texts, test_labels, runs: int = 5, warmup: int = 1,
                    eval_batch: int = evaluation.EVAL_BATCH_SIZE, bar=None, budget_s: float | None = None,
                    split: str = "test", probes: ceiling.RoofProbes | None = None) -> None:
@@ -223,15 +223,15 @@ def add_ratios(rows: Sequence[RouteResult]) -> dict[str, str]:
     return {point.label: name for point, (_, name) in best.items()}
 
 
-def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: Sequence[int],
-               route_list: Sequence[routes_mod.Route], points: Sequence[Point], runs: int = 5, warmup: int = 1,
-               skipped: Sequence[tuple[routes_mod.Route, str]] = (), progress: bool = True,
+def run_routes(ctx: route_core.Context, test_texts: Sequence[str], test_labels: Sequence[int],
+               route_list: Sequence[route_core.Route], points: Sequence[Point], runs: int = 5, warmup: int = 1,
+               skipped: Sequence[tuple[route_core.Route, str]] = (), progress: bool = True,
                settings: dict | None = None, features: dict | None = None, budget_s: float | None = None,
                split: str = "test", eval_batch: int = evaluation.EVAL_BATCH_SIZE,
                roofline: bool | ceiling.RoofProbes = False) -> BenchRun:
     """Measure ``route_list`` on every grid point; ``route_list`` must start with fp32 if speedups are wanted.
     ``skipped`` routes become rows with ``status="skipped"`` and the reason, and so does every route whose
-    ``needs`` the CPU lacks (``routes.missing_capability`` on ``features``, default ``helpers.cpu.features()``).
+    ``needs`` the CPU lacks (``route_core.missing_capability`` on ``features``, default ``helpers.cpu.features()``).
     ``budget_s`` caps each stage of a route (see ``measure_routes``), except fp32 eager's: every comparison needs it.
     ``roofline`` (True, or the ``ceiling.RoofProbes`` to use) times the roofline's probes in the routes' rounds and
     writes ``run.roofline`` from them (``ceiling.record``, with ``ctx.model.config``'s op counts)."""
@@ -255,7 +255,7 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
             bar.set_postfix_str(f"building {route.name}")
             row = RouteResult.of(route)
             rows.append(row)
-            why = routes_mod.missing_capability(route, features)
+            why = route_core.missing_capability(route, features)
             if why is not None:
                 row.status, row.error = "skipped", why
             else:
@@ -286,7 +286,7 @@ def run_routes(ctx: routes_mod.Context, test_texts: Sequence[str], test_labels: 
     return run
 
 
-def profile_ops(route: routes_mod.Route, ctx: routes_mod.Context, texts: Sequence[str], point: Point,
+def profile_ops(route: route_core.Route, ctx: route_core.Context, texts: Sequence[str], point: Point,
                 top: int = 8) -> list[dict]:
     """Where one call's time goes: the operators with the most self CPU time (``torch.profiler``), after a warm-up
     call. Kernel names show which int8/bf16 paths actually ran."""
@@ -334,7 +334,7 @@ def run_classifier(quick: bool = True, smoke: bool | None = None, route_names: S
     if verbose:
         print(course.describe_environment(course.environment()), flush=True)
     clf = finetune.load_for_notebook(smoke, test_examples=n_test, progress=progress)
-    ctx = routes_mod.Context(clf.model, clf.tokenizer, clf.max_len,
+    ctx = route_core.Context(clf.model, clf.tokenizer, clf.max_len,
                              calibration_texts=clf.splits["train"].head(64).texts, train=clf.splits["train"])
     chosen = routes_mod.select(route_names)
     run_list = [r for r in chosen if include_compiled or not r.compiled]

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from .. import evaluation, measure
-from .. import routes as routes_mod
 from ..paths import build_dir
+from . import route_core
 
 #: 2 added the evaluation protocol's fields, the speedup over the best fp32 route, the roofline and the
 #: agreement-based target; 3 times the routes together and adds the p10-p90 band of each per-round speedup. Older
@@ -140,13 +140,13 @@ class RouteResult:
                                                      metadata={"json": False})
 
     @classmethod
-    def of(cls, route: routes_mod.Route, **measured) -> RouteResult:
+    def of(cls, route: route_core.Route, **measured) -> RouteResult:
         return cls(route=route.name, family=route.family, precision=route.precision, compiled=route.compiled,
                    description=route.description, **measured)
 
     @property
     def is_int8(self) -> bool:
-        return routes_mod.is_int8_precision(self.precision)
+        return route_core.is_int8_precision(self.precision)
 
     @property
     def ok(self) -> bool:
@@ -221,7 +221,7 @@ class BenchRun:
     best_fp32: dict[str, str] = field(default_factory=dict)  # grid point label -> the fastest fp32 route there
     roofline: dict | None = None  # helpers.roofline.roofline_record, plus the peaks' kernels
     protocol: dict = field(default_factory=dict)  # the evaluation protocol's settings for this run
-    isa_sensitivity: dict | None = None  # helpers.isa rows ({"rows": [...]}) or {"error": ...}; make bench only
+    isa_sensitivity: dict | None = None  # helpers.bench.isa rows ({"rows": [...]}) or {"error": ...}; make bench only
 
     def row(self, name: str) -> RouteResult | None:
         return next((r for r in self.routes if r.route == name), None)

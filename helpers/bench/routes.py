@@ -15,8 +15,8 @@ A *route* turns the fp32 classifier into something that maps a tokenized batch t
 | ``ort-fp32`` / ``ort-int8[-dynamic]`` | ONNX Runtime, through ``helpers.onnx_route`` (notebook 04)       |
 | ``openvino-fp32`` / ``-bf16`` / ``-int8`` | OpenVINO (f32 or bf16 hint), NNCF int8 (``helpers.openvino_route``) |
 
-The base types (``Context``, ``Built``, ``Route``) live in ``helpers.route_core``, the ONNX Runtime and OpenVINO
-builders in ``helpers.runtime_routes``; this module re-exports them. A route's ``needs`` names the CPU capabilities
+The base types (``Context``, ``Built``, ``Route``) live in ``helpers.bench.route_core``, the ONNX Runtime and
+OpenVINO builders in ``helpers.bench.runtime_routes``. A route's ``needs`` names the CPU capabilities
 without which it has no fast kernel (``missing_capability`` says which one is missing here).
 
 Each builder returns a ``Built``: ``forward(batch) -> logits`` (a float tensor), the bytes the route's model takes
@@ -36,27 +36,16 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import deprecations, measure, pt2e
-from . import engine as engine_mod
-
-# Re-exported: notebooks reach the route machinery through this module.
-from .route_core import CAPABILITIES as CAPABILITIES
-from .route_core import INPUTS as INPUTS
-from .route_core import Built as Built
-from .route_core import Context as Context
-from .route_core import Route as Route
-from .route_core import RouteUnavailable as RouteUnavailable
-from .route_core import eager_forward, given, logits_of, timed
-from .route_core import has_capability as has_capability
-from .route_core import is_int8_precision as is_int8_precision
-from .route_core import missing_capability as missing_capability
-
-# Re-exported: the ONNX Runtime and OpenVINO builders.
-from .runtime_routes import best_ort_int8_recipe as best_ort_int8_recipe
-from .runtime_routes import build_ort_fp32 as build_ort_fp32
-from .runtime_routes import dynamic_ort_int8_recipe as dynamic_ort_int8_recipe
-from .runtime_routes import openvino_builder as openvino_builder
-from .runtime_routes import ort_int8_builder as ort_int8_builder
+from .. import deprecations, measure, pt2e
+from .. import engine as engine_mod
+from .route_core import Built, Context, Route, eager_forward, given, logits_of, timed
+from .runtime_routes import (
+    best_ort_int8_recipe,
+    build_ort_fp32,
+    dynamic_ort_int8_recipe,
+    openvino_builder,
+    ort_int8_builder,
+)
 
 # --- fp32 and bf16 --------------------------------------------------------------------------------------------
 
@@ -169,7 +158,7 @@ def pt2e_static_builder(calibration_batches: int = 2, batch_size: int = 32,
     the context's ``calibration_texts`` as fit."""
     @timed
     def build(ctx: Context) -> Built:
-        from . import pt2e
+        from .. import pt2e
 
         texts = list(ctx.calibration_texts)
         if not texts:

@@ -6,7 +6,7 @@ oneDNN, the library behind PyTorch's ``onednn`` quantized engine, reads ``ONEDNN
 and then uses no instruction set above that cap. So a child process started with, say, ``ONEDNN_MAX_CPU_ISA=AVX2``
 shows what a CPU without AVX-512 and without VNNI would get -- on this machine, in this run.
 
-``isa_sensitivity()`` starts one child per ISA (``python -m helpers.isa --child``), 1 thread each. The child:
+``isa_sensitivity()`` starts one child per ISA (``python -m helpers.bench.isa --child``), 1 thread each. The child:
 
 1. builds an fp32 ``nn.Linear`` (``shape`` = (tokens, in, out)). Its matmul is MKL's, which ignores oneDNN's
    variable, so for caps below AVX-512 the child also sets ``MKL_ENABLE_INSTRUCTIONS`` (``MKL_CAPS``) and fp32 is
@@ -50,8 +50,8 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Iterable, Mapping
 
-from . import cpu
-from .paths import PROJECT_ROOT
+from .. import cpu
+from ..paths import PROJECT_ROOT
 
 ISA_ENV_VAR = "ONEDNN_MAX_CPU_ISA"
 
@@ -208,7 +208,7 @@ def _capture_verbose(fn, library=None) -> str:
 
 def _paired_latency(first, second, runs: int, warmup: int):
     """Time two calls in turn on 1 thread (``measure.round_robin``: a drifting load hits both alike)."""
-    from . import measure
+    from .. import measure
 
     timed = measure.round_robin({"first": first, "second": second}, runs=runs, warmup=warmup, threads=1)
     return timed.latencies["first"], timed.latencies["second"]
@@ -218,7 +218,7 @@ def child_main(shape: tuple[int, int, int], runs: int, warmup: int) -> dict:
     """Inside the child: time fp32 and dynamic-int8 (onednn) Linear on 1 thread; read the ISA oneDNN uses."""
     import torch
 
-    from . import deprecations
+    from .. import deprecations
 
     deprecations.silence_known()
     if "onednn" not in torch.backends.quantized.supported_engines:
@@ -247,7 +247,7 @@ def child_main(shape: tuple[int, int, int], runs: int, warmup: int) -> dict:
 # --- the parent -----------------------------------------------------------------------------------------------
 
 def _child_command(shape: tuple[int, int, int], runs: int, warmup: int) -> list[str]:
-    return [sys.executable, "-m", "helpers.isa", "--child", "--shape", *map(str, shape), "--runs", str(runs),
+    return [sys.executable, "-m", "helpers.bench.isa", "--child", "--shape", *map(str, shape), "--runs", str(runs),
             "--warmup", str(warmup)]
 
 
@@ -323,7 +323,7 @@ def isa_sensitivity(isas: Iterable[str] = ("DEFAULT", "AVX512_CORE", "AVX2"),
 
 
 def _main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="fp32 vs int8 Linear under oneDNN ISA caps (see helpers.isa)")
+    parser = argparse.ArgumentParser(description="fp32 vs int8 Linear under oneDNN ISA caps (see helpers.bench.isa)")
     parser.add_argument("--child", action="store_true", help="measure in this process (ONEDNN_MAX_CPU_ISA as set)")
     parser.add_argument("--isas", default="DEFAULT,AVX512_CORE,AVX2", help="comma-separated caps (parent mode)")
     parser.add_argument("--shape", type=int, nargs=3, default=list(DEFAULT_SHAPE), metavar=("TOKENS", "IN", "OUT"))

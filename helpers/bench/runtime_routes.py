@@ -1,5 +1,5 @@
 """The routes that export the classifier to another runtime: ONNX Runtime (``helpers.onnx_route``, notebook 04) and
-OpenVINO with NNCF (``helpers.openvino_route``, notebook 06). Registered in ``helpers.routes``.
+OpenVINO with NNCF (``helpers.openvino_route``, notebook 06). Registered in ``helpers.bench.routes``.
 
 Each runtime gets as many threads as torch currently uses (``torch.get_num_threads()``, which the bench sets per
 grid point), with one session or compiled model per thread count.
@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from . import measure
+from .. import measure
 from .route_core import Built, Context, RouteUnavailable, given, timed
 
 # --- ONNX Runtime -----------------------------------------------------------------------------------------------
@@ -20,7 +20,7 @@ from .route_core import Built, Context, RouteUnavailable, given, timed
 
 def _onnx_route():
     try:
-        from . import onnx_route
+        from .. import onnx_route
     except ImportError as exc:
         raise RouteUnavailable(f"onnx_route helpers not available ({exc})") from exc
     return onnx_route
@@ -93,7 +93,7 @@ def ort_int8_builder(*, recipe) -> Callable[[Context], Built]:
 
 def _openvino_forward(xml: Path, precision: str) -> tuple[Callable[[dict], torch.Tensor], dict]:
     """``OpenVinoClassifier(compile_classifier(xml, precision, threads))`` for the current torch thread count."""
-    from . import openvino_route
+    from .. import openvino_route
 
     return _per_thread_count(lambda threads: openvino_route.OpenVinoClassifier(
         openvino_route.compile_classifier(xml, precision, threads=threads)))
@@ -107,7 +107,7 @@ def openvino_builder(*, precision: str, int8: bool = False) -> Callable[[Context
     ``INFERENCE_PRECISION_HINT=precision`` ("f32" or "bf16") and the bench's thread count."""
     @timed
     def build(ctx: Context) -> Built:
-        from . import openvino_route
+        from .. import openvino_route
 
         if int8:
             calibration = ctx.train if ctx.train is not None else list(ctx.calibration_texts)

@@ -1,8 +1,8 @@
 """What every inference route is made of: the ``Context`` a builder gets, the ``Built`` it returns, the ``Route``
 record, and the CPU capabilities a route needs to run fast and right.
 
-``helpers.routes`` (the PyTorch routes and the registry) and ``helpers.runtime_routes`` (ONNX Runtime, OpenVINO)
-build on these; notebooks reach all of them through ``helpers.routes``.
+``helpers.bench.routes`` (the PyTorch routes and the registry) and ``helpers.bench.runtime_routes`` (ONNX Runtime,
+OpenVINO) build on these.
 
 **CPU capabilities.** Some routes have a fast, correct kernel only on some CPUs:
 
@@ -28,7 +28,7 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
-from . import cpu, finetune
+from .. import cpu, finetune
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

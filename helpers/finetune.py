@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from . import cache, models
+from . import cache, evaluation, models
 from . import data as data_mod
 
 CACHE_FORMAT = 1
@@ -56,25 +56,6 @@ def encode(tokenizer, texts: list[str], max_len: int, return_tensors: str = "pt"
     ``return_tensors="np"`` for ONNX Runtime). Every sequence has the same length, so every batch costs the same."""
     return dict(tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len,
                           return_tensors=return_tensors))
-
-
-def predict_logits(model, tokenizer, texts: list[str], max_len: int, batch_size: int | None = None,
-                   progress: bool = False):
-    """Logits for ``texts`` (an ``[n, num_labels]`` float tensor), scored the protocol's way:
-    ``helpers.evaluation.predict_logits`` at ``EVAL_BATCH_SIZE`` unless ``batch_size`` is given."""
-    from . import evaluation
-
-    return evaluation.predict_logits(model, tokenizer, texts, max_len, batch_size or evaluation.EVAL_BATCH_SIZE,
-                                     progress)
-
-
-def evaluate(model, tokenizer, split: data_mod.Split, max_len: int, batch_size: int | None = None,
-             progress: bool = False) -> dict:
-    """Accuracy, predictions and logits of ``model`` on a split."""
-    logits = predict_logits(model, tokenizer, split.texts, max_len, batch_size, progress)
-    preds = logits.argmax(dim=1)
-    acc = (preds == torch.tensor(split.labels)).float().mean().item()
-    return {"accuracy": acc, "predictions": preds, "logits": logits}
 
 
 # --- training -------------------------------------------------------------------------------------------------
@@ -117,7 +98,8 @@ def train(config: FinetuneConfig, progress: bool = True):
             running += out.loss.item()
             bar.update(1)
             bar.set_postfix(epoch=epoch + 1, loss=f"{running / (step + 1):.3f}")
-        val_acc = evaluate(model, tokenizer, val_split, config.max_len)["accuracy"]
+        val_logits = evaluation.predict_logits(model, tokenizer, val_split.texts, config.max_len)
+        val_acc = (val_logits.argmax(dim=1) == torch.tensor(val_split.labels)).float().mean().item()
         history.append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "val_accuracy": val_acc})
         if val_acc > best_acc:
             best_acc, best_state = val_acc, {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -447,7 +447,7 @@ class OpenVinoClassifier:
 def predict_logits(runner: OpenVinoClassifier, tokenizer, texts: Sequence[str], max_len: int,
                    batch_size: int = 32, progress: bool = False) -> torch.Tensor:
     """Logits for ``texts`` (an ``[n, num_labels]`` float tensor), ``batch_size`` sentences per batch, each batch
-    padded to ``max_len`` (``finetune.encode``): the OpenVINO twin of ``finetune.predict_logits``."""
+    padded to ``max_len`` (``finetune.encode``): the OpenVINO twin of ``evaluation.predict_logits``."""
     from tqdm.auto import tqdm
 
     if not isinstance(runner, OpenVinoClassifier):

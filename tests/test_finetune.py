@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from helpers import cache as cache_mod
-from helpers import finetune, models
+from helpers import evaluation, finetune, models
 
 TINY = finetune.FinetuneConfig(epochs=1, max_len=16, batch_size=16, train_examples=32)
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +31,8 @@ def test_miss_then_hit(cache):
     again, _, info2 = finetune.get_classifier(TINY, cache_dir=cache, progress=False)
     assert info2["from_cache"] is True
     texts = ["a moving, funny film", "a dull mess"]
-    assert torch.equal(finetune.predict_logits(model, tok, texts, 16), finetune.predict_logits(again, tok, texts, 16))
+    logits = evaluation.predict_logits
+    assert torch.equal(logits(model, tok, texts, 16), logits(again, tok, texts, 16))
 
 
 def test_corrupt_weights_are_rebuilt(cache):
@@ -97,8 +98,8 @@ def test_load_for_notebook_bundles_classifier_settings_and_data(cache, monkeypat
     with pytest.raises(KeyError, match="choose from"):
         clf.head("dev", 3)
     texts = ["a moving, funny film"]
-    assert torch.equal(finetune.predict_logits(clf.model, clf.tokenizer, texts, clf.max_len),
-                       finetune.predict_logits(finetune.get_classifier(TINY, cache_dir=cache, progress=False)[0],
+    assert torch.equal(evaluation.predict_logits(clf.model, clf.tokenizer, texts, clf.max_len),
+                       evaluation.predict_logits(finetune.get_classifier(TINY, cache_dir=cache, progress=False)[0],
                                                clf.tokenizer, texts, clf.max_len))
     line = clf.describe()
     assert f"classifier classifier-{TINY.key()} loaded from the cache" in line

@@ -127,7 +127,7 @@ def score(session_or_path, reference_logits: torch.Tensor, tokenizer, split, max
 def check_equivalence(model: torch.nn.Module, session, tokenizer, texts: Sequence[str], max_len: int,
                       batch_size: int = 32) -> dict:
     """ORT logits against PyTorch logits on the same texts: max abs diff, agreement of argmax, and the count."""
-    ref = finetune.predict_logits(model, tokenizer, list(texts), max_len, batch_size)
+    ref = evaluation.predict_logits(model, tokenizer, list(texts), max_len, batch_size)
     got = run_logits(session, tokenizer, texts, max_len, batch_size)
     return {"n": len(ref), "max_abs_diff": measure.max_abs_diff(ref, got),
             "agreement": evaluation.compare(ref, got).agreement}

@@ -7,6 +7,7 @@ seconds; only the tokenizer (packaged, offline) is the real one.
 
 import json
 import time
+import typing
 
 import pytest
 import torch
@@ -45,9 +46,9 @@ def _forward_fails(ctx):
     return route_core.Built(forward, size_bytes=10)
 
 
-BROKEN = route_core.Route(name="broken", family="test", precision="int8 dynamic", compiled=False, build=_boom,
+BROKEN = route_core.Route(name="broken", family="torchao", precision="int8 dynamic", compiled=False, build=_boom,
                       description="always raises while building")
-LATE = route_core.Route(name="late", family="test", precision="int8 dynamic", compiled=False, build=_forward_fails,
+LATE = route_core.Route(name="late", family="torchao", precision="int8 dynamic", compiled=False, build=_forward_fails,
                     description="raises at seq 32")
 
 
@@ -187,7 +188,7 @@ def test_the_bench_raises_dynamos_recompile_limit_while_every_route_is_held(ctx)
             return torch.zeros(batch["input_ids"].shape[0], 2)
         return route_core.Built(forward, size_bytes=10)
 
-    probe = route_core.Route(name="probe", family="test", precision="int8 dynamic", compiled=True, build=build,
+    probe = route_core.Route(name="probe", family="torchao", precision="int8 dynamic", compiled=True, build=build,
                          description="records dynamo's limit")
     before = torch._dynamo.config.recompile_limit
     bench.run_routes(ctx, TEXTS, LABELS, [probe], TINY_GRID[:1], runs=1, warmup=0, progress=False)
@@ -422,7 +423,7 @@ def test_run_classifier_uses_the_notebook_classifier_skips_and_adds_the_roofline
 
 
 def test_a_route_the_cpu_lacks_a_capability_for_is_skipped_with_the_reason(ctx):
-    needs_bf16 = route_core.Route(name="needs-bf16", family="test", precision="bf16", compiled=False,
+    needs_bf16 = route_core.Route(name="needs-bf16", family="torchao", precision="bf16", compiled=False,
                               build=routes.build_bf16, description="", needs=("bf16",))
     plan = [routes.registry()["fp32"], needs_bf16]
     without = bench.run_routes(ctx, TEXTS, LABELS, plan, TINY_GRID[:1], runs=1, warmup=0, progress=False,
@@ -450,9 +451,9 @@ def _sleeper(seconds_per_token: float):
 
 
 def test_a_route_over_the_time_budget_is_skipped_before_its_costly_point(ctx):
-    sleepy = route_core.Route(name="sleepy", family="test", precision="int8 dynamic", compiled=False,
+    sleepy = route_core.Route(name="sleepy", family="torchao", precision="int8 dynamic", compiled=False,
                           build=_sleeper(5e-3), description="5 ms per token")
-    quick = route_core.Route(name="quick", family="test", precision="int8 dynamic", compiled=False,
+    quick = route_core.Route(name="quick", family="torchao", precision="int8 dynamic", compiled=False,
                          build=_sleeper(0), description="no time per token")
     grid = [bench.Point(64, 32, 1), bench.Point(1, 8, 1)]  # the cheap point is measured first
     run = bench.run_routes(ctx, TEXTS, LABELS, [sleepy, quick], grid, runs=2, warmup=0, progress=False, budget_s=5.0)
@@ -636,3 +637,19 @@ def test_compiled_torchao_routes_trace_with_freezing_set_globally(ctx, monkeypat
     built.forward(ctx.encode(TEXTS[:2], 16))
     assert seen == [True] and inductor_config.freezing == before
     assert built.notes.endswith("torch.compile (freezing)")
+
+
+@pytest.mark.parametrize("field, value", [("family", "tensorrt"), ("precision", "int4"), ("needs", ("amx",))])
+def test_a_route_with_an_unknown_name_is_refused(field, value):
+    fields = {"name": "new", "family": "torchao", "precision": "int8 dynamic", "compiled": False,
+              "build": lambda ctx: None, "description": "", field: value}
+    with pytest.raises(ValueError, match=f"unknown {'capability' if field == 'needs' else field}"):
+        route_core.Route(**fields)
+
+
+def test_every_capability_has_a_reason_and_a_check():
+    names = set(typing.get_args(route_core.Capability))
+    assert names == set(route_core.CAPABILITIES) == set(route_core.CAPABILITY_CHECKS)
+    from helpers.bench import reading
+
+    assert set(reading.EXPORTED_FAMILIES) <= set(typing.get_args(route_core.Family))

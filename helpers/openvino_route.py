@@ -40,11 +40,11 @@ import torch
 
 from . import cache, cpu, finetune, measure
 from . import data as data_mod
+from .models import INPUT_NAMES, LogitsOnly
 from .paths import cache_dir
 
 OPENVINO_PIN = "openvino==2026.4.1"
 NNCF_PIN = "nncf==3.4.0"
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "logits"
 #: The values of ``INFERENCE_PRECISION_HINT`` this module accepts (the CPU plugin also knows ``f16`` and ``undefined``).
 PRECISIONS = ("f32", "bf16")
@@ -122,23 +122,11 @@ def default_precision_hint() -> str:
 
 # --- 1. convert -----------------------------------------------------------------------------------------------
 
-class _Logits(torch.nn.Module):
-    """Keyword tensors in, the logits tensor out: one named output instead of a ``ModelOutput``."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
-
-
 def _inputs_of(tokenizer) -> tuple[str, ...]:
-    names = tuple(n for n in INPUTS if n in tokenizer.model_input_names)
-    if names[:2] != INPUTS[:2]:
+    names = tuple(n for n in INPUT_NAMES if n in tokenizer.model_input_names)
+    if names[:2] != INPUT_NAMES[:2]:
         raise OpenVinoRouteError(f"the tokenizer makes {tokenizer.model_input_names}; the OpenVINO route needs at "
-                                 f"least {list(INPUTS[:2])}. Use the classifier's own tokenizer.")
+                                 f"least {list(INPUT_NAMES[:2])}. Use the classifier's own tokenizer.")
     return names
 
 
@@ -169,7 +157,7 @@ def to_openvino(model: torch.nn.Module, tokenizer, max_len: int):
         # generalize to other inputs"); both stay constant for padded batches, and the tests check the IR against
         # PyTorch at other lengths. Only those TracerWarnings from transformers are filtered.
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning, module=r"transformers\.")
-        ov_model = ov.convert_model(_Logits(model.eval()).eval(), example_input={n: example[n] for n in names})
+        ov_model = ov.convert_model(LogitsOnly(model.eval()).eval(), example_input={n: example[n] for n in names})
     ov_model.outputs[0].get_tensor().set_names({OUTPUT_NAME})
     return ov_model
 

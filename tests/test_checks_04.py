@@ -6,12 +6,12 @@ import warnings
 import numpy as np
 import pytest
 
-from helpers import checks, measure
+from helpers import checks, measure, models
 from helpers import onnx_route as R
 from helpers.data import Split
 
 MAX_LEN = 16
-NAMES = list(R.INPUT_NAMES)
+NAMES = list(models.INPUT_NAMES)
 TRAIN = ["a gripping, beautifully shot film", "dull and far too long", "fine", "the worst movie of the year",
          "an unexpected delight from start to finish", "meh", "two hours I will never get back", "a small gem"]
 VALIDATION = ["quietly devastating", "loud, dumb and proud of it", "not bad at all", "a mess", "lovely", "boring"]

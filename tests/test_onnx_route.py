@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from helpers import finetune, measure
+from helpers import finetune, measure, models
 from helpers import onnx_route as R
 from helpers.data import Split
 
@@ -46,7 +46,7 @@ def torch_logits(model, tokenizer, texts, max_len):
 
 def test_export_has_dynamic_batch_and_sequence_axes(exported):
     summary = R.graph_summary(exported)
-    assert summary["inputs"] == {n: ["batch", "seq"] for n in R.INPUT_NAMES}
+    assert summary["inputs"] == {n: ["batch", "seq"] for n in models.INPUT_NAMES}
     assert summary["outputs"] == {"logits": ["batch", 2]}
     assert summary["opset"] == R.TORCHSCRIPT_OPSET
     assert summary["files"] == ["model.onnx"]
@@ -106,7 +106,7 @@ def test_dynamo_export_writes_external_data(tiny_model, course_tokenizer, tmp_pa
 
 def test_logits_only_takes_positional_inputs_and_returns_the_logits(tiny_model, course_tokenizer):
     enc = finetune.encode(course_tokenizer, TEXTS[:3], MAX_LEN)
-    wrapped = R.LogitsOnly(tiny_model).eval()
+    wrapped = models.LogitsOnly(tiny_model).eval()
     with torch.no_grad():
         got = wrapped(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
         assert isinstance(got, torch.Tensor) and torch.equal(got, tiny_model(**enc).logits)
@@ -341,7 +341,7 @@ class ListReader:
 
     def __init__(self, tokenizer, texts, batch_size=3):
         enc = tokenizer(texts, padding="max_length", truncation=True, max_length=MAX_LEN, return_tensors="np")
-        self.batches = [{n: enc[n][i:i + batch_size].astype(np.int64) for n in R.INPUT_NAMES}
+        self.batches = [{n: enc[n][i:i + batch_size].astype(np.int64) for n in models.INPUT_NAMES}
                         for i in range(0, len(texts), batch_size)]
         self.rewinds = 0
         self.rewind()

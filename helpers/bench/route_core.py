@@ -29,8 +29,7 @@ from typing import Callable, Literal, Mapping, Sequence, get_args
 import torch
 
 from .. import cpu, finetune
-
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from ..models import INPUT_NAMES
 
 #: The names a ``Route`` may use, in one place; ``Route`` refuses any other.
 Capability = Literal["bf16", "int8-dot"]
@@ -66,7 +65,7 @@ class Context:
 
     def encode(self, texts: Sequence[str], seq: int) -> dict[str, torch.Tensor]:
         enc = finetune.encode(self.tokenizer, texts, seq)
-        return {k: enc[k] for k in INPUTS if k in enc}
+        return {k: enc[k] for k in INPUT_NAMES if k in enc}
 
 
 @dataclass

@@ -7,8 +7,8 @@ One module per step of notebook 04 (notebooks 05 and 06 reuse them); every publi
 for ``make bench``, and each docstring names the call it wraps.
 
 - ``export``    ``export_classifier``: a Hugging Face sequence classifier to ONNX with dynamic batch and sequence
-                axes (``LogitsOnly`` is the wrapper the exporters take); ``graph_summary``, ``consumers_of_first``,
-                ``initializers`` (where a file's megabytes are).
+                axes (``helpers.models.LogitsOnly`` is the wrapper the exporters take); ``graph_summary``,
+                ``consumers_of_first``, ``initializers`` (where a file's megabytes are).
 - ``session``   ``make_session`` with explicit ``SessionOptions``; ``forward``, ``run_logits`` and ``score`` (the
                 evaluation protocol on an ORT session); ``check_equivalence`` (ORT fp32 logits against PyTorch);
                 ``session_latency`` (a ``helpers.measure.Latency``) and ``score_variant`` (build, then score, one
@@ -30,11 +30,9 @@ imported inside the functions that use them, so importing this package does not 
 from ._cache import OnnxRouteError, artifact_meta
 from .export import (
                      EXPORTERS,
-                     INPUT_NAMES,
                      LEGACY_EXPORTER_WARNING,
                      OUTPUT_NAMES,
                      TORCHSCRIPT_OPSET,
-                     LogitsOnly,
                      artifact_dir,
                      consumers_of_first,
                      export_classifier,
@@ -83,7 +81,7 @@ from .session import (
 
 __all__ = [
     "OnnxRouteError", "artifact_meta",
-    "EXPORTERS", "INPUT_NAMES", "LEGACY_EXPORTER_WARNING", "OUTPUT_NAMES", "TORCHSCRIPT_OPSET", "LogitsOnly",
+    "EXPORTERS", "LEGACY_EXPORTER_WARNING", "OUTPUT_NAMES", "TORCHSCRIPT_OPSET", "LogitsOnly",
     "artifact_dir", "consumers_of_first", "export_classifier", "graph_summary", "initializers", "model_input_names",
     "attention_fusion_misses", "fusion_summary", "optimize_bert",
     "BLOCK_SIZES", "BLOCKWISE_LAYERS", "CALIBRATION_METHODS", "is_ffn_matmul", "is_ffn_output_matmul",

@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from .. import cache, finetune, measure
+from ..models import INPUT_NAMES, LogitsOnly
 from ..paths import cache_dir
 from ._cache import OnnxRouteError, require_onnx, reusable, staged, write_meta
 
-INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits",)
 EXPORTERS = ("torchscript", "dynamo")
 #: The opset for the TorchScript exporter (the dynamo exporter picks its own, 18 or newer).
@@ -44,20 +44,6 @@ def artifact_dir(model: torch.nn.Module, max_len: int, exporter: str = "torchscr
     files, a different classifier never overwrites them."""
     _check_exporter(exporter)
     return Path(root or cache_dir() / "onnx") / f"{cache.fingerprint(model)}-L{max_len}-{exporter}"
-
-
-class LogitsOnly(torch.nn.Module):
-    """A transformers classifier with positional inputs ``(input_ids, attention_mask, token_type_ids)`` that returns
-    only the logits tensor: the form ``torch.onnx.export``, ``torch.export.export`` and ``torch.jit.trace`` take
-    (keyword inputs and a ``ModelOutput`` are not). Inputs passed as ``None`` are left out of the call."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
-        kwargs = {"attention_mask": attention_mask, "token_type_ids": token_type_ids}
-        return self.model(input_ids=input_ids, **{k: v for k, v in kwargs.items() if v is not None}).logits
 
 
 @contextlib.contextmanager

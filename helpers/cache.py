@@ -44,12 +44,23 @@ def settings_key(settings: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def read_meta(entry: Path) -> dict | None:
-    """An entry's ``meta.json`` if every file it lists is there with its recorded sha256; otherwise None."""
+def _upgraded(meta: dict) -> dict:
+    """A ``meta.json`` of the course's first cache format (one checksum, ``train_seconds``) in today's form, so an
+    entry trained before ``cached_dir`` existed is not trained again."""
+    if "files" in meta:
+        return meta
+    files = {"weights.pt": meta["sha256"]} if "sha256" in meta else {"model.bin": meta["bin_sha256"]}
+    return {**meta, "files": files, "build_seconds": meta.get("build_seconds", meta.get("train_seconds"))}
+
+
+def read_meta(entry: Path, required: tuple[str, ...] = ()) -> dict | None:
+    """An entry's ``meta.json`` if every file it lists is there with its recorded sha256, and every ``required``
+    file exists; otherwise None."""
     try:
-        meta = json.loads((Path(entry) / META_FILE).read_text())
+        meta = _upgraded(json.loads((Path(entry) / META_FILE).read_text()))
         files = meta["files"]
-        if files and all(sha256_file(Path(entry) / name) == digest for name, digest in files.items()):
+        if (files and all((Path(entry) / name).is_file() for name in required)
+                and all(sha256_file(Path(entry) / name) == digest for name, digest in files.items())):
             return meta
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
@@ -57,19 +68,21 @@ def read_meta(entry: Path) -> dict | None:
 
 
 def cached_dir(name: str, build: Callable[[Path], Mapping | None], root: str | os.PathLike | None = None,
-               required: tuple[str, ...] = (), progress: bool = False) -> tuple[Path, dict, bool]:
+               required: tuple[str, ...] = (), progress: bool = False,
+               accept: Callable[[Path], bool] | None = None) -> tuple[Path, dict, bool]:
     """``(entry, meta, from_cache)`` for the entry ``<root>/<name>/``, built by ``build(folder)`` unless complete.
 
     ``build`` writes the entry's files into ``folder`` and may return more to record in ``meta.json`` (a training
-    history, the settings). ``required`` names files the build must write. ``meta`` holds what ``build`` returned,
-    ``files`` (name → sha256) and ``build_seconds``."""
+    history, the settings). ``required`` names files the build must write. ``accept(entry)``, called under the lock
+    on a complete entry, may refuse it (a checkpoint that no longer loads, say): it is rebuilt. ``meta`` holds what
+    ``build`` returned, ``files`` (name → sha256) and ``build_seconds``."""
     from filelock import FileLock
 
     entry = Path(root if root is not None else cache_dir()) / name
     entry.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(entry) + ".lock"):
-        meta = read_meta(entry)
-        if meta is not None:
+        meta = read_meta(entry, required)
+        if meta is not None and (accept is None or accept(entry)):
             return entry, meta, True
         if entry.exists() and progress:
             print(f"cache entry {name} is incomplete or corrupt: rebuilding it")

@@ -11,6 +11,7 @@ The entry is made by ``helpers.cache.cached_dir`` (file lock, atomic rename, sha
 from __future__ import annotations
 
 import dataclasses
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +123,18 @@ def load_weights(entry: Path) -> torch.nn.Module:
     return model.eval()
 
 
+def loads_into(out: list, load):
+    """An ``accept`` for ``cache.cached_dir``: ``load(entry)`` appended to ``out``; False (rebuild) if the
+    checkpoint does not load (truncated, or keys that no longer fit the model)."""
+    def accept(entry: Path) -> bool:
+        try:
+            out.append(load(entry))
+        except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError):
+            return False
+        return True
+    return accept
+
+
 def save_weights(model: torch.nn.Module, folder: Path) -> None:
     """``torch.save(model.state_dict(), ...)``: the weights alone, which ``load_weights`` reads back."""
     torch.save(model.state_dict(), Path(folder) / WEIGHTS_FILE)
@@ -135,7 +148,7 @@ def get_classifier(config: FinetuneConfig | None = None, cache_dir: Path | None 
     """
     config = config or FULL
     models.minilm_path()  # fail early, with the install hint, if the model package is missing
-    trained = []
+    trained, loaded = [], []
 
     def build(folder: Path) -> dict:
         model, history = train(config, progress=progress)
@@ -143,9 +156,9 @@ def get_classifier(config: FinetuneConfig | None = None, cache_dir: Path | None 
         trained.append(model)
         return {"config": dataclasses.asdict(config), "history": history, "torch": torch.__version__}
 
-    entry, meta, from_cache = cache.cached_dir(entry_name(config), build, root=cache_dir,
-                                               required=(WEIGHTS_FILE,), progress=progress)
-    model = load_weights(entry) if from_cache else trained[0]
+    entry, meta, from_cache = cache.cached_dir(entry_name(config), build, root=cache_dir, required=(WEIGHTS_FILE,),
+                                               progress=progress, accept=loads_into(loaded, load_weights))
+    model = loaded[-1] if from_cache else trained[0]
     info = {"from_cache": from_cache, "path": str(entry), "history": meta["history"],
             "train_seconds": meta["build_seconds"], "config": dataclasses.asdict(config)}
     return model, models.load_tokenizer(), info

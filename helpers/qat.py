@@ -293,7 +293,7 @@ def get_qat_classifier(settings: QATSettings | None = None, classifier: finetune
     settings = settings or FULL
     classifier = classifier or finetune.FULL
     teacher, tokenizer, _ = finetune.get_classifier(classifier, cache_dir=cache_dir, progress=progress)
-    trained = []
+    trained, loaded = [], []
 
     def build(folder: Path) -> dict:
         student = prepare(copy.deepcopy(teacher), settings)
@@ -302,10 +302,11 @@ def get_qat_classifier(settings: QATSettings | None = None, classifier: finetune
         trained.append(model)
         return {"settings": dataclasses.asdict(settings), "history": history, "torch": torch.__version__}
 
-    entry, meta, from_cache = cache.cached_dir(entry_name(settings, classifier), build, root=cache_dir,
-                                               required=(finetune.WEIGHTS_FILE,), progress=progress)
     # the cache holds plain weights (a prepared model's state_dict has the same keys)
-    model = prepare(finetune.load_weights(entry), settings).eval() if from_cache else trained[0]
+    entry, meta, from_cache = cache.cached_dir(
+        entry_name(settings, classifier), build, root=cache_dir, required=(finetune.WEIGHTS_FILE,),
+        progress=progress, accept=finetune.loads_into(loaded, finetune.load_weights))
+    model = prepare(loaded[-1], settings).eval() if from_cache else trained[0]
     info = {"from_cache": from_cache, "path": entry.name, "history": meta["history"],
             "train_seconds": meta["build_seconds"], "settings": dataclasses.asdict(settings)}
     return model, tokenizer, info

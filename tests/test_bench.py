@@ -1,4 +1,4 @@
-"""helpers.routes, helpers.bench and tools.bench: the route registry, failures recorded as data, the typed results
+"""helpers.bench (its routes registry) and tools.bench: the route registry, failures recorded as data, the typed results
 and their JSON/markdown, the quick grid, the performance-target verdict, CLI argument errors and the environment.
 
 The shared tiny BERT (``make_tiny_bert`` in conftest.py) stands in for the fine-tuned MiniLM so the tests run in

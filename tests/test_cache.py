@@ -81,3 +81,32 @@ def test_the_fingerprint_tells_dtypes_and_shapes_apart():
 def test_the_settings_key_ignores_key_order_only():
     assert cache.settings_key({"a": 1, "b": 2}) == cache.settings_key({"b": 2, "a": 1})
     assert cache.settings_key({"a": 1, "b": 2}) != cache.settings_key({"a": 1, "b": 3})
+
+
+def test_an_entry_the_caller_refuses_is_rebuilt(tmp_path):
+    builds = []
+    cache.cached_dir("e", _writer(builds), root=tmp_path)
+    _, _, from_cache = cache.cached_dir("e", _writer(builds), root=tmp_path, accept=lambda entry: False)
+    assert from_cache is False and len(builds) == 2
+    _, _, from_cache = cache.cached_dir("e", _writer(builds), root=tmp_path, accept=lambda entry: True)
+    assert from_cache is True and len(builds) == 2
+    (tmp_path / "e" / "model.bin").rename(tmp_path / "e" / "other.bin")  # a required file is gone
+    assert cache.read_meta(tmp_path / "e", required=("model.bin",)) is None
+
+
+@pytest.mark.parametrize("old_meta, name", [
+    ({"key": "k", "sha256": None, "train_seconds": 12.5, "history": []}, "weights.pt"),  # the classifier's
+    ({"key": "k", "bin_sha256": None, "build_seconds": 3.0, "settings": {}}, "model.bin"),  # OpenVINO's
+])
+def test_an_entry_of_the_first_cache_format_is_reused(tmp_path, old_meta, name):
+    from helpers.paths import sha256_file
+
+    entry = tmp_path / "old"
+    entry.mkdir()
+    (entry / name).write_bytes(b"trained weights")
+    digest_key = "sha256" if "sha256" in old_meta else "bin_sha256"
+    (entry / cache.META_FILE).write_text(json.dumps({**old_meta, digest_key: sha256_file(entry / name)}))
+    _, meta, from_cache = cache.cached_dir("old", _writer([]), root=tmp_path, required=(name,))
+    assert from_cache is True and meta["build_seconds"] in (12.5, 3.0) and list(meta["files"]) == [name]
+    (entry / name).write_bytes(b"damaged")
+    assert cache.read_meta(entry) is None

@@ -51,14 +51,14 @@ def test_tally_counts_each_kind_once_in_the_order_first_seen():
 
 
 def test_known_silenced_restores_the_filters_on_leaving():
-    before = list(warnings.filters)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        before = list(warnings.filters)
         for silenced in (True, False):
             with deprecations.known_silenced() if silenced else contextlib.nullcontext():
                 warnings.warn(f"torch.ao.quantization is deprecated (silenced={silenced})", DeprecationWarning)
+        assert warnings.filters == before
     assert [str(w.message) for w in caught] == ["torch.ao.quantization is deprecated (silenced=False)"]
-    assert warnings.filters == before
 
 
 def test_the_filters_match_what_torch_really_warns():

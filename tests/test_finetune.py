@@ -106,3 +106,14 @@ def test_load_for_notebook_bundles_classifier_settings_and_data(cache, monkeypat
     assert "1 epoch(s) on 32 training examples, max_len 16" in line and str(cache) not in line
     whole = finetune.load_for_notebook(False, progress=False, cache_dir=cache)  # no test_examples: the whole split
     assert asked == [True, True, False] and whole.test is whole.splits["test"]
+
+
+def test_weights_that_no_longer_load_are_retrained(cache, monkeypatch):
+    finetune.get_classifier(TINY, cache_dir=cache, progress=False)
+
+    def incompatible(entry):
+        raise RuntimeError("Error(s) in loading state_dict: Missing key(s)")
+
+    monkeypatch.setattr(finetune, "load_weights", incompatible)
+    _, _, info = finetune.get_classifier(TINY, cache_dir=cache, progress=False)
+    assert info["from_cache"] is False

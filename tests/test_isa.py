@@ -1,4 +1,4 @@
-"""helpers.isa: child processes under ONEDNN_MAX_CPU_ISA report their timings and the ISA oneDNN really used;
+"""helpers.bench.isa: child processes under ONEDNN_MAX_CPU_ISA report their timings and the ISA oneDNN really used;
 failures, timeouts and bad names raise errors that name the cause."""
 
 import os

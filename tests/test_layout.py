@@ -139,3 +139,19 @@ def test_the_bench_is_fenced():
     users = {nb.name[:2] for nb in NOTEBOOKS for code in notebook_code(nb)
              if any(top_helpers_module(m) == "bench" for m in imported_modules(ast.parse(code)))}
     assert users <= {"06"}, f"notebooks other than 06 import helpers.bench: {sorted(users - {'06'})}"
+
+
+def test_every_name_a_module_exports_exists():
+    """``__all__`` lists only names the module has (ruff does not check ``__init__.py`` files for it)."""
+    import importlib
+
+    missing = {}
+    for path in sorted(HELPERS.rglob("*.py")):
+        name, _ = module_name(path)
+        if "__all__" not in path.read_text():
+            continue
+        module = importlib.import_module(name)
+        absent = [n for n in getattr(module, "__all__", ()) if not hasattr(module, n)]
+        if absent:
+            missing[name] = absent
+    assert not missing, f"names in __all__ that the module does not define: {missing}"

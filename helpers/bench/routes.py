@@ -17,7 +17,7 @@ A *route* turns the fp32 classifier into something that maps a tokenized batch t
 
 The base types (``Context``, ``Built``, ``Route``) live in ``helpers.bench.route_core``, the ONNX Runtime and
 OpenVINO builders in ``helpers.bench.runtime_routes``. A route's ``needs`` names the CPU capabilities
-without which it has no fast kernel (``missing_capability`` says which one is missing here).
+without which it has no fast kernel (``route_core.missing_capability`` says which one is missing here).
 
 Each builder returns a ``Built``: ``forward(batch) -> logits`` (a float tensor), the bytes the route's model takes
 on disk, and how long building took. Compiled routes compile on their first call; the bench times that call

@@ -17,8 +17,8 @@ from ..paths import build_dir
 from . import route_core
 
 #: 2 added the evaluation protocol's fields, the speedup over the best fp32 route, the roofline and the
-#: agreement-based target; 3 times the routes together and adds the p10-p90 band of each per-round speedup. Older
-#: documents still load (the new fields read as None).
+#: agreement-based target; 3 times the routes together and adds the p10-p90 band of each per-round speedup. Only
+#: schema 3 is read: ``make bench`` writes the file afresh each run.
 SCHEMA_VERSION = 3
 
 

@@ -81,7 +81,7 @@ from .session import (
 
 __all__ = [
     "OnnxRouteError", "artifact_meta",
-    "EXPORTERS", "LEGACY_EXPORTER_WARNING", "OUTPUT_NAMES", "TORCHSCRIPT_OPSET", "LogitsOnly",
+    "EXPORTERS", "LEGACY_EXPORTER_WARNING", "OUTPUT_NAMES", "TORCHSCRIPT_OPSET",
     "artifact_dir", "consumers_of_first", "export_classifier", "graph_summary", "initializers", "model_input_names",
     "attention_fusion_misses", "fusion_summary", "optimize_bert",
     "BLOCK_SIZES", "BLOCKWISE_LAYERS", "CALIBRATION_METHODS", "is_ffn_matmul", "is_ffn_output_matmul",

@@ -123,21 +123,33 @@ def load_weights(entry: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def loads_into(out: list, load):
-    """An ``accept`` for ``cache.cached_dir``: ``load(entry)`` appended to ``out``; False (rebuild) if the
-    checkpoint does not load (truncated, or keys that no longer fit the model)."""
-    def accept(entry: Path) -> bool:
-        try:
-            out.append(load(entry))
-        except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError):
-            return False
-        return True
-    return accept
-
-
 def save_weights(model: torch.nn.Module, folder: Path) -> None:
     """``torch.save(model.state_dict(), ...)``: the weights alone, which ``load_weights`` reads back."""
     torch.save(model.state_dict(), Path(folder) / WEIGHTS_FILE)
+
+
+def cached_weights(name: str, train_model, cache_dir: Path | None = None, progress: bool = True):
+    """``(model, entry, meta, from_cache)`` for the cache entry ``name`` holding a classifier's weights: loaded
+    (``load_weights``), or trained with ``train_model() -> (model, meta)`` and saved (``save_weights``). A checkpoint
+    that no longer loads (truncated, or keys that no longer fit the model) is trained again."""
+    trained, loaded = [], []
+
+    def build(folder: Path) -> dict:
+        model, meta = train_model()
+        save_weights(model, folder)
+        trained.append(model)
+        return meta
+
+    def accept(entry: Path) -> bool:
+        try:
+            loaded.append(load_weights(entry))
+        except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError):
+            return False
+        return True
+
+    entry, meta, from_cache = cache.cached_dir(name, build, root=cache_dir, required=(WEIGHTS_FILE,),
+                                               progress=progress, accept=accept)
+    return (loaded[-1] if from_cache else trained[0]), entry, meta, from_cache
 
 
 def get_classifier(config: FinetuneConfig | None = None, cache_dir: Path | None = None, progress: bool = True):
@@ -148,17 +160,12 @@ def get_classifier(config: FinetuneConfig | None = None, cache_dir: Path | None 
     """
     config = config or FULL
     models.minilm_path()  # fail early, with the install hint, if the model package is missing
-    trained, loaded = [], []
 
-    def build(folder: Path) -> dict:
+    def train_model():
         model, history = train(config, progress=progress)
-        save_weights(model, folder)
-        trained.append(model)
-        return {"config": dataclasses.asdict(config), "history": history, "torch": torch.__version__}
+        return model, {"config": dataclasses.asdict(config), "history": history, "torch": torch.__version__}
 
-    entry, meta, from_cache = cache.cached_dir(entry_name(config), build, root=cache_dir, required=(WEIGHTS_FILE,),
-                                               progress=progress, accept=loads_into(loaded, load_weights))
-    model = loaded[-1] if from_cache else trained[0]
+    model, entry, meta, from_cache = cached_weights(entry_name(config), train_model, cache_dir, progress)
     info = {"from_cache": from_cache, "path": str(entry), "history": meta["history"],
             "train_seconds": meta["build_seconds"], "config": dataclasses.asdict(config)}
     return model, models.load_tokenizer(), info

@@ -293,20 +293,16 @@ def get_qat_classifier(settings: QATSettings | None = None, classifier: finetune
     settings = settings or FULL
     classifier = classifier or finetune.FULL
     teacher, tokenizer, _ = finetune.get_classifier(classifier, cache_dir=cache_dir, progress=progress)
-    trained, loaded = [], []
 
-    def build(folder: Path) -> dict:
+    def train_model():
         student = prepare(copy.deepcopy(teacher), settings)
         model, history = train_qat(student, teacher, tokenizer, settings, classifier.max_len, progress=progress)
-        finetune.save_weights(model, folder)
-        trained.append(model)
-        return {"settings": dataclasses.asdict(settings), "history": history, "torch": torch.__version__}
+        return model, {"settings": dataclasses.asdict(settings), "history": history, "torch": torch.__version__}
 
-    # the cache holds plain weights (a prepared model's state_dict has the same keys)
-    entry, meta, from_cache = cache.cached_dir(
-        entry_name(settings, classifier), build, root=cache_dir, required=(finetune.WEIGHTS_FILE,),
-        progress=progress, accept=finetune.loads_into(loaded, finetune.load_weights))
-    model = prepare(loaded[-1], settings).eval() if from_cache else trained[0]
+    model, entry, meta, from_cache = finetune.cached_weights(entry_name(settings, classifier), train_model,
+                                                             cache_dir, progress)
+    if from_cache:  # the cache holds plain weights (a prepared model's state_dict has the same keys)
+        model = prepare(model, settings).eval()
     info = {"from_cache": from_cache, "path": entry.name, "history": meta["history"],
             "train_seconds": meta["build_seconds"], "settings": dataclasses.asdict(settings)}
     return model, tokenizer, info

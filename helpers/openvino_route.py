@@ -301,7 +301,8 @@ def quantize_classifier(model: torch.nn.Module, tokenizer, max_len: int, calibra
             quantized = nncf.quantize(ov_model, nncf.Dataset(items, lambda item: item), **kwargs)
         except (nncf.ValidationError, RuntimeError) as exc:
             raise OpenVinoRouteError(f"nncf.quantize failed ({type(exc).__name__}: {exc}). If it names the ignored "
-                                     "scope, a pattern matched no node: list the names with matmul_names().") from exc
+                                     "scope, a pattern matched no node: list the node names with "
+                                     "[op.get_friendly_name() for op in read_model(xml).get_ordered_ops()].") from exc
         ov.save_model(quantized, str(path), compress_to_fp16=False)
 
     return cached_ir(settings, build, root)
@@ -315,12 +316,6 @@ def read_model(xml_path: str | os.PathLike):
         raise FileNotFoundError(f"no OpenVINO model at {xml_path}: create it with convert_classifier or "
                                 "quantize_classifier (or ov.save_model) and pass the .xml path they return")
     return ov.Core().read_model(str(xml_path))
-
-
-def matmul_names(model_or_path) -> list[str]:
-    """Friendly names of the ``MatMul`` nodes of an OpenVINO model (what ``ignored_patterns`` can match), in order."""
-    ov_model = read_model(model_or_path) if isinstance(model_or_path, (str, os.PathLike)) else model_or_path
-    return [op.get_friendly_name() for op in ov_model.get_ordered_ops() if op.get_type_name() == "MatMul"]
 
 
 # --- 3. compile -----------------------------------------------------------------------------------------------

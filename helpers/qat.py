@@ -180,17 +180,6 @@ def prepare(model: torch.nn.Module, settings: QATSettings) -> torch.nn.Module:
     return model
 
 
-def convert(model: torch.nn.Module, settings: QATSettings) -> torch.nn.Module:
-    """``quantize_(model, QATConfig(base_config(...), step="convert"))`` in place: the fake-quantized Linears go
-    back to ``nn.Linear`` and, in torchao 0.18, the base config is applied in the same call (no second
-    ``quantize_``): the weights become ``IntxUnpackedToInt8Tensor``."""
-    from torchao.quantization import quantize_
-    from torchao.quantization.qat import QATConfig
-
-    quantize_(model, QATConfig(base_config(settings.weight_bits, settings.group_size), step="convert"))
-    return model
-
-
 # --- training ----------------------------------------------------------------------------------------------------
 
 def _score(model, tokenizer, split, max_len: int, reference_logits: torch.Tensor) -> dict:
@@ -287,7 +276,7 @@ def get_qat_classifier(settings: QATSettings | None = None, classifier: finetune
     to the full settings): ``(prepared_model, tokenizer, info)``.
 
     The model is returned *prepared* (fake-quantized, eval mode), as training left it: convert it with
-    ``convert(model, settings)`` / ``quantize_(model, QATConfig(base, step="convert"))``. ``info`` holds
+    ``quantize_(model, QATConfig(base, step="convert"))``. ``info`` holds
     ``from_cache``, the cache ``path`` (relative to the cache directory), the validation ``history`` (step,
     agreement, accuracy, which checkpoint was selected) and ``train_seconds``."""
     settings = settings or FULL

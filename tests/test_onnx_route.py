@@ -62,13 +62,6 @@ def test_ort_matches_torch_at_other_shapes(exported, tiny_model, course_tokenize
     assert measure.max_abs_diff(got, want) < 1e-4
 
 
-def test_check_equivalence_reports_diff_and_agreement(exported, tiny_model, course_tokenizer):
-    session = R.make_session(exported, threads=1)
-    eq = R.check_equivalence(tiny_model, session, course_tokenizer, TEXTS, MAX_LEN, batch_size=4)
-    assert eq["n"] == len(TEXTS)
-    assert eq["max_abs_diff"] < 1e-4 and eq["agreement"] == 1.0
-
-
 def test_export_reuses_identical_and_replaces_changed(exported, tiny_model, course_tokenizer):
     before = exported.stat().st_mtime_ns
     assert R.export_classifier(tiny_model, course_tokenizer, exported, MAX_LEN) == exported
@@ -188,7 +181,7 @@ def test_run_logits_rejects_empty_input(exported, course_tokenizer):
 
 def test_optimizer_fuses_attention_of_eager_torchscript_export(exported, tmp_path, course_tokenizer, tiny_model):
     out, stats = R.optimize_bert(exported, tmp_path / "opt.onnx", num_heads=4, hidden_size=32)
-    fired = R.fusion_summary(stats)
+    fired = {k: v for k, v in stats.items() if v}
     assert fired.get("Attention") == 2  # one per layer
     assert "fuse_attention: failed to match mask path" not in R.attention_fusion_misses(out)
     assert R.consumers_of_first(exported) == ["MatMul"]  # eager attention: softmax feeds the value matmul
@@ -412,16 +405,16 @@ def test_quantizers_do_not_share_scratch_files_beside_their_input(preprocessed, 
         assert sorted(p.name for p in path.parent.iterdir()) == ["model.pre-inferred.onnx", "model.pre.onnx"]
 
 
-def test_best_int8_builds_the_recommended_recipe_once(tiny_model, course_tokenizer, tmp_path):
+def test_the_recommended_recipe_is_built_once(tiny_model, course_tokenizer, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        path = R.best_int8(tiny_model, course_tokenizer, MAX_LEN, root=tmp_path)
+        path = R.build_recipe(R.BEST_INT8_RECIPE, tiny_model, course_tokenizer, MAX_LEN, root=tmp_path)
     assert path.parent == R.artifact_dir(tiny_model, MAX_LEN, root=tmp_path)
     meta = R.artifact_meta(path)
     assert all(meta[k] == v for k, v in R.BEST_INT8_RECIPE.items())
     assert "QAttention" in R.graph_summary(path)["ops"]
     before = path.stat().st_mtime_ns
-    assert R.best_int8(tiny_model, course_tokenizer, MAX_LEN, root=tmp_path) == path
+    assert R.build_recipe(R.BEST_INT8_RECIPE, tiny_model, course_tokenizer, MAX_LEN, root=tmp_path) == path
     assert path.stat().st_mtime_ns == before  # reused, not rebuilt
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -75,7 +75,8 @@ def tiny_for_qat(make_tiny_bert):
 
 
 def test_prepare_then_convert_quantizes_the_weights(tiny_for_qat, course_tokenizer):
-    from torchao.quantization.qat import FakeQuantizedLinear
+    from torchao.quantization import quantize_
+    from torchao.quantization.qat import FakeQuantizedLinear, QATConfig
 
     settings = qat.QATSettings(weight_bits=4, group_size=32)
     batch = finetune.encode(course_tokenizer, ["a fine film", "dull and long", "not bad at all"], 12)
@@ -88,7 +89,8 @@ def test_prepare_then_convert_quantizes_the_weights(tiny_for_qat, course_tokeniz
     assert prepared.classifier.weight.grad is not None and prepared.classifier.weight.grad.abs().sum() > 0
     assert not torch.equal(logits.detach(), fp32) and torch.allclose(logits.detach(), fp32, atol=0.2 * fp32.abs().max())
 
-    converted = qat.convert(copy.deepcopy(prepared).eval(), settings)
+    converted = copy.deepcopy(prepared).eval()
+    quantize_(converted, QATConfig(qat.base_config(settings.weight_bits, settings.group_size), step="convert"))
     weight = converted.bert.encoder.layer[0].intermediate.dense.weight
     assert type(weight).__name__ == "IntxUnpackedToInt8Tensor"
     assert weight.qdata.dtype == torch.int8 and weight.qdata.min() >= -8 and weight.qdata.max() <= 7

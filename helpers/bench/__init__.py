@@ -10,11 +10,10 @@ with the reason; neither stops the run. ``ceiling`` adds the roofline: peaks by 
 route's fraction of its precision's peak.
 
 - ``runner``   ``run_routes`` builds a list of routes, times them together at each grid point (``time_together``) and
-  returns a ``BenchRun``; ``run_classifier``
-  does it on the shared fine-tuned classifier; ``profile_ops`` shows where one call's time goes.
+  returns a ``BenchRun``; ``run_classifier`` does it on the shared fine-tuned classifier.
 - ``schema``   the results as types (``BenchRun``, ``RouteResult``, ``LatencyPoint``, ``TargetVerdict``, the
   ``TARGET``), their JSON document and ``load``, which reads back what ``make bench`` wrote.
-- ``reading``  table rows, the Pareto front, the target verdict and the recommendation, computed from a run.
+- ``reading``  table rows, the target verdict and the recommendation, computed from a run.
 - ``ceiling``  the roofline object of a run and its table.
 
 ``make bench`` (``python -m tools.bench``) writes a run to ``build/bench/results.json`` and ``results.md``.
@@ -25,7 +24,6 @@ from .reading import (
                       evaluate_target,
                       latency_at,
                       latency_rows,
-                      pareto_front,
                       recommend,
                       roofline_fraction,
                       summary_point,
@@ -37,7 +35,6 @@ from .runner import (
                       best_fp32_routes,
                       grid,
                       measure_routes,
-                      profile_ops,
                       run_classifier,
                       run_routes,
                       settings_for,
@@ -47,5 +44,5 @@ from .schema import SCHEMA_VERSION, TARGET, BenchRun, LatencyPoint, Point, Route
 
 __all__ = ["SCHEMA_VERSION", "TARGET", "BenchRun", "LatencyPoint", "OverBudget", "Point", "RouteResult", "Target",
            "TargetVerdict", "add_ratios", "best_fp32_routes", "ceiling", "evaluate_target", "grid", "latency_at",
-           "latency_rows", "load", "measure_routes", "pareto_front", "profile_ops", "recommend", "roofline_fraction",
+           "latency_rows", "load", "measure_routes", "recommend", "roofline_fraction",
            "run_classifier", "run_routes", "settings_for", "summary_point", "summary_rows", "time_together"]

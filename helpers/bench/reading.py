@@ -63,18 +63,6 @@ def latency_rows(run: BenchRun) -> list[dict]:
             for r in run.routes for p in r.latency]
 
 
-def pareto_front(run: BenchRun) -> list[str]:
-    """Routes no other route beats on both speed (at the summary point) and accuracy: the ones worth choosing."""
-    b, s, t = summary_point(run)
-    pts = []
-    for r in run.routes:
-        p = latency_at(r, b, s, t)
-        if r.ok and p is not None and p.speedup is not None and r.accuracy is not None:
-            pts.append((r.route, p.speedup, r.accuracy))
-    return [n for n, sp, acc in pts
-            if not any(sp2 >= sp and acc2 >= acc and (sp2 > sp or acc2 > acc) for _, sp2, acc2 in pts)]
-
-
 def _faithful(row: RouteResult, target: Target = TARGET) -> bool:
     """Agreement with fp32 on test at least the target's (the fidelity half of the rule; size is the other)."""
     return row.agreement is not None and row.agreement >= target.min_agreement

@@ -286,25 +286,6 @@ def run_routes(ctx: route_core.Context, test_texts: Sequence[str], test_labels: 
     return run
 
 
-def profile_ops(route: route_core.Route, ctx: route_core.Context, texts: Sequence[str], point: Point,
-                top: int = 8) -> list[dict]:
-    """Where one call's time goes: the operators with the most self CPU time (``torch.profiler``), after a warm-up
-    call. Kernel names show which int8/bf16 paths actually ran."""
-    from torch.profiler import ProfilerActivity, profile
-
-    built = route.build(ctx)
-    batch = _batch(ctx, texts, point)
-    with measure.num_threads(point.threads), torch.inference_mode():
-        built.forward(batch)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            built.forward(batch)
-    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_cpu_time_total for e in events) or 1
-    routes_mod.release()
-    return [{"route": route.name, "operator": e.key, "calls": e.count, "self ms": e.self_cpu_time_total / 1e3,
-             "share": e.self_cpu_time_total / total} for e in events[:top]]
-
-
 # --- the bench on the course's classifier ---------------------------------------------------------------------
 
 def settings_for(quick: bool) -> dict:

@@ -10,7 +10,7 @@ for ``make bench``, and each docstring names the call it wraps.
                 axes (``helpers.models.LogitsOnly`` is the wrapper the exporters take); ``graph_summary``,
                 ``consumers_of_first``, ``initializers`` (where a file's megabytes are).
 - ``session``   ``make_session`` with explicit ``SessionOptions``; ``forward``, ``run_logits`` and ``score`` (the
-                evaluation protocol on an ORT session); ``check_equivalence`` (ORT fp32 logits against PyTorch);
+                evaluation protocol on an ORT session);
                 ``session_latency`` (a ``helpers.measure.Latency``) and ``score_variant`` (build, then score, one
                 quantized variant).
 - ``optimize``  ``optimize_bert``: ONNX Runtime's transformer optimizer; the fused-operator statistics and
@@ -19,7 +19,7 @@ for ``make bench``, and each docstring names the call it wraps.
                 and ``quantize_static_variant`` (any ``CalibrationDataReader``); ``matmul_nodes`` to pick the
                 ``MatMul`` nodes to include or exclude.
 - ``recipes``   ``prepare`` (export, optimize and pre-process in one call), ``BEST_INT8_RECIPE`` /
-                ``DYNAMIC_INT8_RECIPE``, ``build_recipe`` and ``best_int8``.
+                ``DYNAMIC_INT8_RECIPE``, and ``build_recipe``.
 
 Files live under ``cache_dir()/onnx/<key>/`` (``artifact_dir``), where the key hashes the classifier's weights and
 the export settings; each file is written atomically beside a sidecar of its settings (``artifact_meta``), and a
@@ -40,7 +40,7 @@ from .export import (
                      initializers,
                      model_input_names,
 )
-from .optimize import attention_fusion_misses, fusion_summary, optimize_bert
+from .optimize import attention_fusion_misses, optimize_bert
 from .quantize import (
                      BLOCK_SIZES,
                      BLOCKWISE_LAYERS,
@@ -60,7 +60,6 @@ from .recipes import (
                      FP32_FILE,
                      OPTIMIZED_FILE,
                      PREPROCESSED_FILE,
-                     best_int8,
                      blockwise_variant_name,
                      build_recipe,
                      prepare,
@@ -68,7 +67,6 @@ from .recipes import (
 )
 from .session import (
                      OPT_LEVELS,
-                     check_equivalence,
                      forward,
                      make_feeds,
                      make_session,
@@ -83,12 +81,12 @@ __all__ = [
     "OnnxRouteError", "artifact_meta",
     "EXPORTERS", "LEGACY_EXPORTER_WARNING", "OUTPUT_NAMES", "TORCHSCRIPT_OPSET",
     "artifact_dir", "consumers_of_first", "export_classifier", "graph_summary", "initializers", "model_input_names",
-    "attention_fusion_misses", "fusion_summary", "optimize_bert",
+    "attention_fusion_misses", "optimize_bert",
     "BLOCK_SIZES", "BLOCKWISE_LAYERS", "CALIBRATION_METHODS", "is_ffn_matmul", "is_ffn_output_matmul",
     "matmul_node_name", "matmul_nodes", "preprocess", "quantize_blockwise_variant", "quantize_dynamic_variant",
     "quantize_static_variant",
-    "BEST_INT8_RECIPE", "DYNAMIC_INT8_RECIPE", "FP32_FILE", "OPTIMIZED_FILE", "PREPROCESSED_FILE", "best_int8",
+    "BEST_INT8_RECIPE", "DYNAMIC_INT8_RECIPE", "FP32_FILE", "OPTIMIZED_FILE", "PREPROCESSED_FILE",
     "blockwise_variant_name", "build_recipe", "prepare", "variant_name",
-    "OPT_LEVELS", "check_equivalence", "forward", "make_feeds", "make_session", "run_logits", "score",
+    "OPT_LEVELS", "forward", "make_feeds", "make_session", "run_logits", "score",
     "score_variant", "session_latency", "session_threads",
 ]

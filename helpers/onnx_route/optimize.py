@@ -66,8 +66,3 @@ def attention_fusion_misses(out_path: str | os.PathLike) -> dict[str, int]:
     """Why the optimizer that wrote ``out_path`` left attention unfused: its debug messages with counts
     (e.g. ``{"fuse_attention: failed to match mask path": 6}``); empty if every attention was fused."""
     return (artifact_meta(out_path) or {}).get("attention_misses", {})
-
-
-def fusion_summary(stats: dict[str, int]) -> dict[str, int]:
-    """Only the fusions that fired (non-zero counts)."""
-    return {k: v for k, v in stats.items() if v}

@@ -2,7 +2,7 @@
 
 ``prepare`` exports, optimizes and pre-processes a classifier into its ``artifact_dir`` (reusing what is there);
 ``build_recipe`` quantizes the pre-processed graph the way a recipe describes. The recommended int8 recipe
-(``BEST_INT8_RECIPE``, built by ``best_int8``) quantizes the fused, pre-processed graph with ``quantize_dynamic``
+(``BEST_INT8_RECIPE``, built by ``build_recipe``) quantizes the fused, pre-processed graph with ``quantize_dynamic``
 except for the feed-forward MatMuls, which get 8-bit block-wise scales (``quantize_blockwise_variant``); notebook 04
 measures it against every other variant.
 """
@@ -63,8 +63,3 @@ def build_recipe(recipe: dict, model: torch.nn.Module, tokenizer, max_len: int, 
     quantize, name = kinds[recipe["kind"]]
     pre = prepare(model, tokenizer, max_len, root)["preprocessed"]
     return quantize(pre, pre.parent / name(**knobs), **knobs)
-
-
-def best_int8(model: torch.nn.Module, tokenizer, max_len: int, root: Path | None = None) -> Path:
-    """The recommended ORT int8 model (``BEST_INT8_RECIPE``) for ``model``: built on first use, then reused."""
-    return build_recipe(BEST_INT8_RECIPE, model, tokenizer, max_len, root)

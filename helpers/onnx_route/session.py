@@ -2,8 +2,7 @@
 
 - ``make_session``: an ``onnxruntime.InferenceSession`` on the CPU with every option that matters set explicitly;
 - ``forward``: ``session.run`` as the forward function ``helpers.evaluation`` scores;
-- ``run_logits`` / ``score`` / ``check_equivalence``: logits, the evaluation protocol's comparison with fp32, and
-  agreement with PyTorch;
+- ``run_logits`` / ``score``: logits, and the evaluation protocol's comparison with fp32;
 - ``session_latency``: one ``session.run`` timed by ``helpers.measure.latency``;
 - ``score_variant``: build one quantized variant, then score it into a table row (notebook 04's sweeps).
 """
@@ -122,15 +121,6 @@ def score(session_or_path, reference_logits: torch.Tensor, tokenizer, split, max
     if isinstance(session_or_path, (str, os.PathLike)):
         session = make_session(session_or_path, threads=threads)
     return evaluation.evaluate(forward(session), reference_logits, tokenizer, split, max_len)
-
-
-def check_equivalence(model: torch.nn.Module, session, tokenizer, texts: Sequence[str], max_len: int,
-                      batch_size: int = 32) -> dict:
-    """ORT logits against PyTorch logits on the same texts: max abs diff, agreement of argmax, and the count."""
-    ref = evaluation.predict_logits(model, tokenizer, list(texts), max_len, batch_size)
-    got = run_logits(session, tokenizer, texts, max_len, batch_size)
-    return {"n": len(ref), "max_abs_diff": measure.max_abs_diff(ref, got),
-            "agreement": evaluation.compare(ref, got).agreement}
 
 
 def session_latency(session, tokenizer, texts: Sequence[str], max_len: int, batch_size: int, runs: int = 10,

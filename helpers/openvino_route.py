@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from . import cache, cpu, finetune, measure
+from . import cache, cpu, measure, models
 from . import data as data_mod
 from .models import INPUT_NAMES, LogitsOnly
 from .paths import cache_dir
@@ -151,7 +151,7 @@ def to_openvino(model: torch.nn.Module, tokenizer, max_len: int):
     ov = import_openvino()
     _check_max_len(max_len)
     names = _inputs_of(tokenizer)
-    example = finetune.encode(tokenizer, ["an example sentence", "another one"], max_len)
+    example = models.encode(tokenizer, ["an example sentence", "another one"], max_len)
     with torch.no_grad(), warnings.catch_warnings():
         # transformers' mask code turns two shape comparisons into Python bools while being traced ("might not
         # generalize to other inputs"); both stay constant for padded batches, and the tests check the IR against
@@ -265,7 +265,7 @@ def nncf_arguments(*, preset: str = "mixed", subset_size: int = 300, fast_bias_c
 
 def _calibration_items(tokenizer, texts: Sequence[str], max_len: int, names: Sequence[str]) -> list[dict]:
     """One item per sentence, padded to ``max_len`` like every evaluation batch: int64 numpy arrays ``[1, max_len]``."""
-    return [{n: np.asarray(v, dtype=np.int64) for n, v in finetune.encode(tokenizer, [t], max_len, "np").items()
+    return [{n: np.asarray(v, dtype=np.int64) for n, v in models.encode(tokenizer, [t], max_len, "np").items()
              if n in names} for t in texts]
 
 
@@ -408,7 +408,7 @@ class OpenVinoClassifier:
         missing = [n for n in self.input_names if n not in batch]
         if missing:
             raise OpenVinoRouteError(f"the OpenVINO model needs inputs {missing}, the batch has {sorted(batch)}; "
-                                     "tokenize with the classifier's tokenizer (finetune.encode)")
+                                     "tokenize with the classifier's tokenizer (models.encode)")
         arrays = {}
         for name in self.input_names:
             value = batch[name]
@@ -430,7 +430,7 @@ class OpenVinoClassifier:
 def predict_logits(runner: OpenVinoClassifier, tokenizer, texts: Sequence[str], max_len: int,
                    batch_size: int = 32, progress: bool = False) -> torch.Tensor:
     """Logits for ``texts`` (an ``[n, num_labels]`` float tensor), ``batch_size`` sentences per batch, each batch
-    padded to ``max_len`` (``finetune.encode``): the OpenVINO twin of ``evaluation.predict_logits``."""
+    padded to ``max_len`` (``models.encode``): the OpenVINO twin of ``evaluation.predict_logits``."""
     from tqdm.auto import tqdm
 
     if not isinstance(runner, OpenVinoClassifier):
@@ -441,6 +441,6 @@ def predict_logits(runner: OpenVinoClassifier, tokenizer, texts: Sequence[str], 
     if not texts:
         raise OpenVinoRouteError("no texts to run")
     starts = range(0, len(texts), batch_size)
-    return torch.cat([runner(finetune.encode(tokenizer, texts[i:i + batch_size], max_len, "np"))
+    return torch.cat([runner(models.encode(tokenizer, texts[i:i + batch_size], max_len, "np"))
                       for i in tqdm(starts, desc="OpenVINO predict", disable=not progress, leave=False)])
 

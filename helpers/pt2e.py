@@ -42,12 +42,7 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-# Re-exported (``name as name`` marks it for linters): notebook 07 reaches the SmoothQuant recipe here.
-from .smoothquant import SmoothedLinear as SmoothedLinear
-from .smoothquant import ffn_output_layers as ffn_output_layers
-from .smoothquant import input_channel_absmax as input_channel_absmax
-from .smoothquant import smooth_ffn_output as smooth_ffn_output
-from .smoothquant import smoothing_scale as smoothing_scale
+from . import models
 
 #: The two inputs the exported program takes, in order.
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -90,7 +85,7 @@ def positional(batch: dict[str, torch.Tensor] | Sequence[torch.Tensor]) -> tuple
     if isinstance(batch, dict):
         missing = [k for k in INPUT_NAMES if k not in batch]
         if missing:
-            raise KeyError(f"the batch has no {missing}; tokenize with return_tensors='pt' (helpers.finetune.encode)")
+            raise KeyError(f"the batch has no {missing}; tokenize with return_tensors='pt' (helpers.models.encode)")
         return batch["input_ids"], batch["attention_mask"]
     input_ids, attention_mask = batch
     return input_ids, attention_mask
@@ -173,12 +168,10 @@ def make_quantizer(dynamic: bool = False, observer: str = "histogram", linear_on
 def calibration_batches(tokenizer, texts: Sequence[str], n_batches: int, batch_size: int, seq_len: int) -> list[dict]:
     """``n_batches`` full batches of ``batch_size`` texts, each padded to ``seq_len`` (a static program takes one
     shape). Take the texts from the train split: calibration is part of building the model."""
-    from .finetune import encode
-
     need = n_batches * batch_size
     if n_batches < 1 or len(texts) < need:
         raise ValueError(f"{n_batches} calibration batches of {batch_size} need {need} texts, got {len(texts)}")
-    return [encode(tokenizer, list(texts[i:i + batch_size]), seq_len) for i in range(0, need, batch_size)]
+    return [models.encode(tokenizer, texts[i:i + batch_size], seq_len) for i in range(0, need, batch_size)]
 
 
 def calibrate(prepared: torch.fx.GraphModule, batches: Sequence[dict], progress: bool = True) -> int:

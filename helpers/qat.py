@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from . import cache, finetune
+from . import cache, finetune, models
 from . import data as data_mod
 
 CACHE_FORMAT = 1
@@ -212,7 +212,7 @@ def train_qat(prepared: torch.nn.Module, teacher: torch.nn.Module, tokenizer, se
         raise ValueError(f"QAT selects its checkpoint on the validation split, got a split named {val_split.name!r}")
     teacher.eval()
     reference = evaluation.predict_logits(teacher, tokenizer, val_split.texts, max_len)
-    enc = finetune.encode(tokenizer, train_split.texts, max_len)
+    enc = models.encode(tokenizer, train_split.texts, max_len)
     labels = torch.tensor(train_split.labels)
     optimizer = torch.optim.AdamW(prepared.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     warmup = max(1, int(settings.steps * settings.warmup_frac))

@@ -12,7 +12,7 @@ import onnx
 import pytest
 import torch
 
-from helpers import finetune, measure, models
+from helpers import measure, models
 from helpers import onnx_route as R
 from helpers.data import Split
 
@@ -98,7 +98,7 @@ def test_dynamo_export_writes_external_data(tiny_model, course_tokenizer, tmp_pa
 
 
 def test_logits_only_takes_positional_inputs_and_returns_the_logits(tiny_model, course_tokenizer):
-    enc = finetune.encode(course_tokenizer, TEXTS[:3], MAX_LEN)
+    enc = models.encode(course_tokenizer, TEXTS[:3], MAX_LEN)
     wrapped = models.LogitsOnly(tiny_model).eval()
     with torch.no_grad():
         got = wrapped(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])

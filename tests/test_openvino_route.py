@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import cache, cpu, data, finetune
+from helpers import cache, cpu, data, models
 from helpers import openvino_route as ovr
 
 pytest.importorskip("openvino")
@@ -52,7 +52,7 @@ def test_converted_model_matches_pytorch_at_any_length(tiny, fp32_xml):
     model, tokenizer = tiny
     runner = ovr.OpenVinoClassifier(ovr.compile_classifier(fp32_xml, "f32", threads=1))
     for seq in (MAX_LEN, 24):  # the IR keeps batch and sequence dynamic
-        batch = finetune.encode(tokenizer, TEXTS, seq)
+        batch = models.encode(tokenizer, TEXTS, seq)
         with torch.no_grad():
             expected = model(**batch).logits
         got = runner(batch)
@@ -199,8 +199,8 @@ def test_native_bf16_reads_the_cpu_flags():
 def test_runner_takes_numpy_or_torch_and_batches_in_order(tiny, fp32_xml):
     _, tokenizer = tiny
     runner = ovr.OpenVinoClassifier(ovr.compile_classifier(fp32_xml, "f32"))
-    as_torch = runner(finetune.encode(tokenizer, TEXTS, MAX_LEN))
-    as_numpy = runner(finetune.encode(tokenizer, TEXTS, MAX_LEN, "np"))
+    as_torch = runner(models.encode(tokenizer, TEXTS, MAX_LEN))
+    as_numpy = runner(models.encode(tokenizer, TEXTS, MAX_LEN, "np"))
     assert torch.equal(as_torch, as_numpy) and as_numpy.dtype == torch.float32
     batched = ovr.predict_logits(runner, tokenizer, TEXTS, MAX_LEN, batch_size=3)
     assert batched.shape == (len(TEXTS), 2)
@@ -210,7 +210,7 @@ def test_runner_takes_numpy_or_torch_and_batches_in_order(tiny, fp32_xml):
 def test_profile_names_the_kernels(tiny, int8_xml):
     _, tokenizer = tiny
     runner = ovr.OpenVinoClassifier(ovr.compile_classifier(int8_xml, "f32", perf_count=True))
-    rows = ovr.profile_by_kernel(runner, finetune.encode(tokenizer, TEXTS, MAX_LEN, "np"), runs=2)
+    rows = ovr.profile_by_kernel(runner, models.encode(tokenizer, TEXTS, MAX_LEN, "np"), runs=2)
     assert rows and all(r["ms"] > 0 for r in rows)
     assert rows == sorted(rows, key=lambda r: -r["ms"])
     assert any(r["layer"] == "FullyConnected" and "8" in r["kernel"] for r in rows)

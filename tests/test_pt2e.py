@@ -10,7 +10,7 @@ import copy
 import pytest
 import torch
 
-from helpers import cpu, pt2e
+from helpers import cpu, pt2e, smoothquant
 
 TEXTS = ["a fine film", "dull and long", "I loved every minute of it", "a waste of time", "not bad at all",
          "great cast, weak plot", "the best film this year", "boring", "I laughed and cried", "never again",
@@ -123,7 +123,7 @@ def test_program_bytes_counts_int8_weights(make_tiny_bert):
 def test_keep_fp32_leaves_the_named_layers_unquantized(tiny, batches):
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    kept = pt2e.ffn_output_layers(tiny)
+    kept = smoothquant.ffn_output_layers(tiny)
     assert kept == ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense"]
 
     def int8_weights(keep):
@@ -212,20 +212,20 @@ def test_inductor_freezing_is_set_inside_and_restored():
 # --- SmoothQuant by hand -----------------------------------------------------------------------------------------
 
 def test_smoothquant_keeps_the_fp32_function_and_flattens_channel_peaks(tiny, batches):
-    names = pt2e.ffn_output_layers(tiny)
+    names = smoothquant.ffn_output_layers(tiny)
     with torch.no_grad():  # plant a 40x outlier channel in the GELU output feeding layer 0's output.dense
         tiny_outlier = copy.deepcopy(tiny)
         tiny_outlier.bert.encoder.layer[0].intermediate.dense.weight[7].mul_(40.0)
-    smoothed = pt2e.smooth_ffn_output(tiny_outlier, batches, alpha=0.5)
-    assert all(isinstance(smoothed.get_submodule(n), pt2e.SmoothedLinear) for n in names)
+    smoothed = smoothquant.smooth_ffn_output(tiny_outlier, batches, alpha=0.5)
+    assert all(isinstance(smoothed.get_submodule(n), smoothquant.SmoothedLinear) for n in names)
     for batch in batches:
         assert torch.allclose(fp32_logits(smoothed, batch), fp32_logits(tiny_outlier, batch), atol=1e-4, rtol=0)
-    before = pt2e.input_channel_absmax(tiny_outlier, names[:1], batches)[names[0]]
+    before = smoothquant.input_channel_absmax(tiny_outlier, names[:1], batches)[names[0]]
     layer = smoothed.get_submodule(names[0])
     after = before * layer.inv_scale  # the smoothed Linear's actual input, per channel
     assert (after.max() / after.median()) < 0.5 * (before.max() / before.median())
     with pytest.raises(ValueError, match="alpha"):
-        pt2e.smoothing_scale(before, layer.linear.weight, alpha=1.5)
+        smoothquant.smoothing_scale(before, layer.linear.weight, alpha=1.5)
 
 
 # --- the compiled path (Inductor, freezing): the slowest test here ----------------------------------------------

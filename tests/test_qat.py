@@ -79,7 +79,7 @@ def test_prepare_then_convert_quantizes_the_weights(tiny_for_qat, course_tokeniz
     from torchao.quantization.qat import FakeQuantizedLinear, QATConfig
 
     settings = qat.QATSettings(weight_bits=4, group_size=32)
-    batch = finetune.encode(course_tokenizer, ["a fine film", "dull and long", "not bad at all"], 12)
+    batch = models.encode(course_tokenizer, ["a fine film", "dull and long", "not bad at all"], 12)
     inputs = {k: batch[k] for k in ("input_ids", "attention_mask")}
     fp32 = tiny_for_qat(**inputs).logits.detach()
     prepared = qat.prepare(copy.deepcopy(tiny_for_qat), settings)

@@ -28,7 +28,7 @@ from typing import Callable, Literal, Mapping, Sequence, get_args
 
 import torch
 
-from .. import cpu, finetune
+from .. import cpu, models
 from ..models import INPUT_NAMES
 
 #: The names a ``Route`` may use, in one place; ``Route`` refuses any other.
@@ -64,7 +64,7 @@ class Context:
     train: object | None = None
 
     def encode(self, texts: Sequence[str], seq: int) -> dict[str, torch.Tensor]:
-        enc = finetune.encode(self.tokenizer, texts, seq)
+        enc = models.encode(self.tokenizer, texts, seq)
         return {k: enc[k] for k in INPUT_NAMES if k in enc}
 
 

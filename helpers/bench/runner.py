@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import course, cpu, deprecations, engine, evaluation, finetune, measure
+from .. import course, cpu, deprecations, engine, evaluation, finetune, measure, models
 from . import ceiling, route_core
 from . import routes as routes_mod
 from .reading import evaluate_target
@@ -273,7 +273,7 @@ def run_routes(ctx: route_core.Context, test_texts: Sequence[str], test_labels: 
     routes_mod.release()
     rows += [RouteResult.of(r, status="skipped", error=why) for r, why in skipped]
     best = add_ratios(rows)
-    protocol = {"split": split, "examples": len(test_texts), "eval_batch": eval_batch, "padding": evaluation.PADDING,
+    protocol = {"split": split, "examples": len(test_texts), "eval_batch": eval_batch, "padding": models.PADDING,
                 "max_len": ctx.max_len, "reference": "fp32", "interval": "Wilson 95%", "paired_test": "exact McNemar",
                 "target_rule": evaluation.target_rule_text()}
     run = BenchRun(started, time.perf_counter() - t0, course.environment(),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from .. import cache, finetune, measure
+from .. import cache, measure, models
 from ..models import INPUT_NAMES, LogitsOnly
 from ..paths import cache_dir
 from ._cache import OnnxRouteError, require_onnx, reusable, staged, write_meta
@@ -99,7 +99,7 @@ def export_classifier(model: torch.nn.Module, tokenizer, path: str | os.PathLike
         return path
 
     model = model.eval()
-    sample = finetune.encode(tokenizer, ["an example sentence"] * sample_batch, max_len)
+    sample = models.encode(tokenizer, ["an example sentence"] * sample_batch, max_len)
     args = tuple(sample[n] for n in names)
     wrapped = LogitsOnly(model).eval()
     with _attention(model, attn_implementation), torch.no_grad(), staged(path) as tmp:

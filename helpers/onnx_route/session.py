@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .. import evaluation, finetune, measure
+from .. import evaluation, measure, models
 from ._cache import OnnxRouteError, require_onnx
 from .export import OUTPUT_NAMES, graph_summary
 
@@ -79,7 +79,7 @@ def session_threads(session) -> int:
 def make_feeds(session, tokenizer, texts: Sequence[str], max_len: int) -> dict[str, np.ndarray]:
     """Tokenize ``texts`` (padded to ``max_len``) into the int64 arrays ``session`` takes, keyed by its input names."""
     wanted = [i.name for i in session.get_inputs()]
-    enc = finetune.encode(tokenizer, texts, max_len, return_tensors="np")
+    enc = models.encode(tokenizer, texts, max_len, return_tensors="np")
     missing = [n for n in wanted if n not in enc]
     if missing:
         raise OnnxRouteError(f"the model wants inputs {missing} that the tokenizer does not make ({list(enc)})")

@@ -31,7 +31,7 @@ run: setup  ## execute every notebook headless into build/ (FULL=1 for workshop 
 	$(BIN)/python -m tools.run $(if $(FULL),--full) --kernel $(KERNEL)
 
 test: setup  ## lint, unit tests, then every notebook executed by nbval in smoke mode
-	$(BIN)/ruff check helpers tools tests
+	$(BIN)/ruff check helpers tools tests conftest.py
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
 	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
 

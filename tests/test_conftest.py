@@ -42,3 +42,19 @@ def test_without_the_hook_nbval_waits_five_seconds(pytester):
     result = pytester.runpytest_subprocess("--nbval-lax", "--collect-only", "-s", "-p", "no:cacheprovider",
                                            "tiny.ipynb")
     result.stdout.fnmatch_lines(["*output_timeout=5*"])
+
+
+def test_the_summary_says_where_the_time_went(pytester):
+    """The run ends with each notebook's seconds, the unit tests' total and the slowest unit tests by name."""
+    pytester.makeconftest(ROOT_CONFTEST.read_text())
+    (pytester.path / "notebooks").mkdir()
+    _one_cell_notebook(pytester.path / "notebooks" / "tiny.ipynb")
+    pytester.makepyfile(test_speed="import time\n\ndef test_slow():\n    time.sleep(0.3)\n\n"
+                                   "def test_fast():\n    pass\n")
+    result = pytester.runpytest_subprocess("--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+                                           "test_speed.py", "notebooks")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*where the time went*", "* notebooks/tiny.ipynb", "* unit tests (2), of which*",
+                                 "*test_speed.py::test_slow", "*test_speed.py::test_fast"])
+    slow = next(line for line in result.stdout.lines if line.endswith("test_speed.py::test_slow"))
+    assert float(slow.split()[0]) >= 0.3

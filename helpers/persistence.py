@@ -30,7 +30,6 @@ import contextlib
 import json
 import os
 import pickle
-import re
 import time
 import warnings
 import zipfile
@@ -59,13 +58,6 @@ PACKED_SUFFIX = "._packed_params._packed_params"
 #: torch 2.13 warns about its own deprecated TypedStorage API while it rebuilds quantized tensors in ``torch.load``;
 #: the call is inside torch (``torch/_utils.py``), not in our code, so we filter exactly that message while loading.
 TYPED_STORAGE_WARNING = r"TypedStorage is deprecated"
-#: How torch's weights-only unpickler words a refusal to import or call code (lower case; torch 2.13's
-#: ``torch/_weights_only_unpickler.py``): a global from a blocked module (``os``/``posix``, ``subprocess``, ...), a
-#: global outside the allow-list, a reduce call, or an object it may not create or build.
-REFUSED_CODE_PHRASES = ("whose module", "unsupported global", "was not an allowed global",
-                        "trying to call reduce for unrecognized function", "can only create new object for",
-                        "can only build tensor, parameter")
-
 
 def shown(path: str | os.PathLike) -> str:
     """``path`` as error messages name it: ``<course cache>/...`` inside the course cache, relative inside the course
@@ -263,19 +255,14 @@ def quiet_typed_storage():
         yield
 
 
-def refused_code(message: str) -> tuple[str, str | None] | None:
-    """If ``message`` (a ``torch.load(weights_only=True)`` error) says the unpickler refused to import or call
-    something, return ``(the line that says so, the global it names or None)``; otherwise None.
-
-    Matched case-insensitively on torch's own wording (``torch/_weights_only_unpickler.py``, torch 2.13), e.g.
-    "Trying to load unsupported GLOBAL posix.system whose module posix is blocked." or "Unsupported global: GLOBAL
-    __main__.Net was not an allowed global by default."."""
-    for line in message.splitlines():
-        lowered = line.lower()
-        if any(phrase in lowered for phrase in REFUSED_CODE_PHRASES):
-            found = re.search(r"GLOBAL (\S+?)\.?(?:\s|$)", line, flags=re.IGNORECASE)
-            return line.strip(), found.group(1) if found else None
-    return None
+def unsafe_globals(path: str | os.PathLike) -> list[str]:
+    """``torch.serialization.get_unsafe_globals_in_checkpoint(path)``: the Python callables and classes a
+    ``torch.save`` file asks for beyond ``weights_only``'s allow-list, read from its pickle without running it
+    (empty for a file that is not a readable checkpoint)."""
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except (ValueError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError):
+        return []
 
 
 def load_state_file(path: str | os.PathLike) -> dict:
@@ -287,24 +274,15 @@ def load_state_file(path: str | os.PathLike) -> dict:
         with quiet_typed_storage():
             state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        unsafe = refused_code(str(exc))
-        if unsafe is not None:
-            reason, name = unsafe
-            what = f"the global {name}" if name else "a Python callable"
-            if "is blocked" in reason.lower():  # os/posix, subprocess, ...: a model file has no business there
-                fix = (f"Do not load it with weights_only=False: that would run {name or 'it'}. Delete the file and "
-                       "get the weights from a source you trust, saved as a state_dict (save_quantized does).")
-            else:
-                fix = ("Save a state_dict instead of the whole module (save_quantized does); load it with "
-                       "weights_only=False only if you fully trust where the file came from.")
+        refused = unsafe_globals(path)
+        if refused:
             raise UnsafeCheckpointError(
-                f"{shown(path)} holds pickled Python objects, not just tensors: it asks the unpickler for {what}, and "
-                f"torch.load(weights_only=True) refused to run it ({reason}). Nothing in the file was executed. "
-                + fix) from exc
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        detail = next((line for line in lines if line.startswith("Unsupported")), lines[0] if lines else "")
+                f"{shown(path)} holds pickled Python objects, not just tensors: it asks for {', '.join(refused)}, "
+                "which torch.load(weights_only=True) refused to run. Nothing in the file was executed. Save a "
+                "state_dict instead of the whole module (save_quantized does); load it with weights_only=False only "
+                "if you fully trust where the file came from.") from exc
         raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint (the unpickler read "
-                                     f"garbage: {detail}). Save the model again.") from exc
+                                     "garbage). Save the model again.") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint ({type(exc).__name__}: "
                                      f"{str(exc).splitlines()[0]}). Save the model again.") from exc

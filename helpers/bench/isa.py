@@ -52,6 +52,7 @@ from typing import Iterable, Mapping
 
 from .. import cpu
 from ..paths import PROJECT_ROOT
+from ..peaks import DEFAULT_SHAPE  # the probe Linear: MiniLM's FFN-in at batch 32 x seq 128
 
 ISA_ENV_VAR = "ONEDNN_MAX_CPU_ISA"
 
@@ -81,8 +82,6 @@ ISA_DESCRIPTIONS = {
 _ALIASES = {"AVX10_1_512": "AVX512_CORE_FP16", "AVX10_1_512_AMX": "AVX512_CORE_AMX",
             "AVX10_1_512_AMX_FP16": "AVX512_CORE_AMX_FP16"}
 
-#: The shape of the probe Linear: 4096 tokens (batch 32 x seq 128) through MiniLM's FFN-in, 384 -> 1536.
-DEFAULT_SHAPE = (4096, 384, 1536)
 RESULT_MARKER = "ISA_PROBE_RESULT "
 
 #: ``MKL_ENABLE_INSTRUCTIONS`` for the oneDNN caps below AVX-512, so that the fp32 Linear (MKL's GEMM) is capped

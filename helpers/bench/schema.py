@@ -14,6 +14,7 @@ import torch
 
 from .. import evaluation, measure
 from ..paths import build_dir
+from ..roofline import point_label
 from . import route_core
 
 #: 2 added the evaluation protocol's fields, the speedup over the best fp32 route, the roofline and the
@@ -31,7 +32,7 @@ class Point:
 
     @property
     def label(self) -> str:
-        return f"b{self.batch} s{self.seq} t{self.threads}"
+        return point_label(self.batch, self.seq, self.threads)
 
 
 @dataclass(frozen=True)

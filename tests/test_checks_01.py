@@ -32,7 +32,7 @@ def right_scales(w):
 
 def test_right_scales_pass_bit_exactly(weights, capsys, monkeypatch):
     monkeypatch.setenv(checks.STRICT_ENV_VAR, "1")  # would raise if it failed
-    checks.check_per_channel_scales("ex2", right_scales, weights)
+    checks.check_per_channel_scales(right_scales, name="ex2", weights=weights)
     out = verdict(capsys)
     assert out.startswith("✅ ex2: correct.") and "3 tensors (46 rows)" in out
     assert checks.outcomes["ex2"] is True
@@ -51,7 +51,7 @@ def test_right_scales_pass_bit_exactly(weights, capsys, monkeypatch):
     (lambda w: 1 / 0, "raised ZeroDivisionError: division by zero"),
 ])
 def test_wrong_scales_get_a_specific_hint(weights, capsys, answer, fragment):
-    checks.check_per_channel_scales("ex2", answer, weights)
+    checks.check_per_channel_scales(answer, name="ex2", weights=weights)
     out = verdict(capsys)
     assert out.startswith("❌ ex2: not yet. Hint:") and fragment in out, out
     assert checks.outcomes["ex2"] is False
@@ -59,14 +59,14 @@ def test_wrong_scales_get_a_specific_hint(weights, capsys, answer, fragment):
 
 @pytest.mark.parametrize("stub", [..., lambda w: ...])
 def test_unanswered_scales(weights, capsys, stub):
-    checks.check_per_channel_scales("ex2", stub, weights)
+    checks.check_per_channel_scales(stub, name="ex2", weights=weights)
     assert "not yet. Hint: no answer yet" in verdict(capsys)
 
 
 def test_strict_mode_raises_on_wrong_scales(weights, monkeypatch):
     monkeypatch.setenv(checks.STRICT_ENV_VAR, "1")
     with pytest.raises(checks.ExerciseNotSolved, match="2 times the observer"):
-        checks.check_per_channel_scales("ex2", lambda w: right_scales(w) * 2, weights)
+        checks.check_per_channel_scales(lambda w: right_scales(w) * 2, name="ex2", weights=weights)
 
 
 # --- exercise 3: a clipping ratio chosen on validation -----------------------------------------------------------
@@ -107,15 +107,16 @@ def test_sqnr_by_ratio_finds_an_interior_optimum(activation_sets):
 def test_right_choice_passes(activation_sets, capsys, monkeypatch):
     monkeypatch.setenv(checks.STRICT_ENV_VAR, "1")
     val, test, lo, hi = activation_sets
-    checks.check_clip_ratio_choice("ex3", right_choice, val, test, lo, hi, RATIOS, 4)
+    checks.check_clip_ratio_choice(right_choice, name="ex3", val_batches=val, test_batches=test, lo=lo, hi=hi,
+                                   ratios=RATIOS, bits=4)
     out = verdict(capsys)
     assert out.startswith("✅ ex3: correct.") and "on the test batches" in out
 
 
 def test_choice_made_on_test_is_refused(activation_sets, capsys):
     val, test, lo, hi = activation_sets
-    checks.check_clip_ratio_choice("ex3", lambda b, low, high, r, bits: right_choice(test, low, high, r, bits),
-                                   val, test, lo, hi, RATIOS, 4)
+    checks.check_clip_ratio_choice(lambda b, low, high, r, bits: right_choice(test, low, high, r, bits), name="ex3",
+                                   val_batches=val, test_batches=test, lo=lo, hi=hi, ratios=RATIOS, bits=4)
     assert "best on the test batches, not on validation" in verdict(capsys)
 
 
@@ -126,14 +127,16 @@ def test_lowest_sqnr_is_refused(activation_sets, capsys):
         on = checks.sqnr_by_ratio(batches, lo, hi, ratios, bits)
         return min(on, key=on.get)
 
-    checks.check_clip_ratio_choice("ex3", worst, val, test, lo, hi, RATIOS, 4)
+    checks.check_clip_ratio_choice(worst, name="ex3", val_batches=val, test_batches=test, lo=lo, hi=hi, ratios=RATIOS,
+                                   bits=4)
     assert "lowest SQNR on validation" in verdict(capsys)
 
 
 def test_a_hard_coded_choice_fails_on_the_probes(activation_sets, capsys):
     val, test, lo, hi = activation_sets
     best_val = right_choice(val, lo, hi, RATIOS, 4)
-    checks.check_clip_ratio_choice("ex3", lambda *args: best_val, val, test, lo, hi, RATIOS, 4)
+    checks.check_clip_ratio_choice(lambda *args: best_val, name="ex3", val_batches=val, test_batches=test, lo=lo,
+                                   hi=hi, ratios=RATIOS, bits=4)
     out = verdict(capsys)
     assert "synthetic data it returned" in out and checks.outcomes["ex3"] is False
 
@@ -144,14 +147,16 @@ def test_a_hard_coded_choice_fails_on_the_probes(activation_sets, capsys):
 ])
 def test_other_wrong_choices(activation_sets, capsys, answer, fragment):
     val, test, lo, hi = activation_sets
-    checks.check_clip_ratio_choice("ex3", answer, val, test, lo, hi, RATIOS, 4)
+    checks.check_clip_ratio_choice(answer, name="ex3", val_batches=val, test_batches=test, lo=lo, hi=hi, ratios=RATIOS,
+                                   bits=4)
     assert fragment in verdict(capsys)
 
 
 @pytest.mark.parametrize("stub", [..., lambda *args: ...])
 def test_unanswered_choice(activation_sets, capsys, stub):
     val, test, lo, hi = activation_sets
-    checks.check_clip_ratio_choice("ex3", stub, val, test, lo, hi, RATIOS, 4)
+    checks.check_clip_ratio_choice(stub, name="ex3", val_batches=val, test_batches=test, lo=lo, hi=hi, ratios=RATIOS,
+                                   bits=4)
     assert "not yet. Hint: no answer yet" in verdict(capsys)
 
 

@@ -88,18 +88,19 @@ LSTM_AND_EMBEDDING = {nn.LSTM: default_dynamic_qconfig, nn.Embedding: float_qpar
 
 def test_layer_choice_candidates_are_the_paying_layers_chosen_by_the_protocol(classifier):
     model, val_ids, val_logits = classifier
-    chosen, scored = checks.layer_choice_02(model, val_ids, val_logits, min_agreement=0.0)
+    chosen, scored = checks.layer_choice(model, val_ids, val_logits, min_agreement=0.0)
     # fc (128 x 2) does not shrink, so it is in no candidate; every candidate is scored on validation
     assert set(scored) == {frozenset({"lstm"}), frozenset({"embedding"}), frozenset({"lstm", "embedding"})}
     assert all(c.split == "validation" and c.n == len(val_ids) for c, _ in scored.values())
     assert chosen == frozenset({"lstm", "embedding"})  # every candidate is eligible: the smallest file wins
-    chosen, scored = checks.layer_choice_02(model, val_ids, val_logits, min_agreement=1.01)  # none eligible
+    chosen, scored = checks.layer_choice(model, val_ids, val_logits, min_agreement=1.01)  # none eligible
     assert chosen == max(scored, key=lambda names: scored[names][0].agreement)
 
 
 def test_layer_choice_passes_the_validation_choice(capsys, classifier):
     model, val_ids, val_logits = classifier
-    checks.check_layer_choice(model, _quantized(model, LSTM_AND_EMBEDDING), val_ids, val_logits, min_agreement=0.0)
+    checks.check_layer_choice(_quantized(model, LSTM_AND_EMBEDDING), fp32_model=model, val_ids=val_ids,
+                              fp32_val_logits=val_logits, min_agreement=0.0)
     ok, out = _verdict(capsys, "exercise 2")
     assert ok, out
     assert "agreement on validation" in out
@@ -112,16 +113,18 @@ def test_layer_choice_passes_the_validation_choice(capsys, classifier):
 ])
 def test_layer_choice_hints(capsys, classifier, spec, min_agreement, hint):
     model, val_ids, val_logits = classifier
-    checks.check_layer_choice(model, _quantized(model, spec), val_ids, val_logits, min_agreement=min_agreement)
+    checks.check_layer_choice(_quantized(model, spec), fp32_model=model, val_ids=val_ids, fp32_val_logits=val_logits,
+                              min_agreement=min_agreement)
     ok, out = _verdict(capsys, "exercise 2")
     assert not ok and hint in out
 
 
 def test_layer_choice_unanswered_and_wrong_model(capsys, classifier):
     model, val_ids, val_logits = classifier
-    checks.check_layer_choice(model, ..., val_ids, val_logits)
+    checks.check_layer_choice(..., fp32_model=model, val_ids=val_ids, fp32_val_logits=val_logits)
     assert "no answer yet" in _verdict(capsys, "exercise 2")[1]
-    checks.check_layer_choice(model, nn.Sequential(nn.Linear(2, 2)), val_ids, val_logits)
+    checks.check_layer_choice(nn.Sequential(nn.Linear(2, 2)), fp32_model=model, val_ids=val_ids,
+                              fp32_val_logits=val_logits)
     assert "does not have fp32_model's layers" in _verdict(capsys, "exercise 2")[1]
 
 

@@ -36,7 +36,7 @@ def spec_without(model, kept, qconfig=default_dynamic_qconfig):
 
 
 def run_spec_check(setting, spec, capsys, **overrides):
-    checks.check_qconfig_spec("Ex", spec, **{**setting, **overrides})
+    checks.check_qconfig_spec(spec, name="Ex", **{**setting, **overrides})
     return checks.outcomes["Ex"], capsys.readouterr().out
 
 
@@ -93,13 +93,13 @@ def test_a_different_agreement_is_reported(setting, capsys):
 def test_the_check_reads_validation_only(setting, capsys):
     test_split = data.Split(TEXTS, [0] * len(TEXTS), "test")
     with pytest.raises(ValueError, match="validation split"):
-        checks.check_qconfig_spec("Ex", {}, **{**setting, "split": test_split})
+        checks.check_qconfig_spec({}, name="Ex", **{**setting, "split": test_split})
 
 
 def test_strict_mode_raises(setting, monkeypatch):
     monkeypatch.setenv(checks.STRICT_ENV_VAR, "1")
     with pytest.raises(checks.ExerciseNotSolved, match="not yet"):
-        checks.check_qconfig_spec("Ex", {"classifier": default_dynamic_qconfig}, **setting)
+        checks.check_qconfig_spec({"classifier": default_dynamic_qconfig}, name="Ex", **setting)
 
 
 # --- predicting a file size ------------------------------------------------------------------------------------
@@ -118,7 +118,8 @@ def sized(make_tiny_bert):
 
 
 def run_size_check(sized, answer, capsys, rel=0.03):
-    checks.check_size_prediction("Ex", answer, sized["measured"], sized["model"], rel=rel)
+    checks.check_size_prediction(answer, name="Ex", measured_bytes=sized["measured"], fp32_model=sized["model"],
+                                 rel=rel)
     return checks.outcomes["Ex"], capsys.readouterr().out
 
 

@@ -62,8 +62,8 @@ def tiny(make_tiny_bert, course_tokenizer, tmp_path_factory):
 
 
 def static_check(tiny, tokenizer, reader, path, **kwargs):
-    checks.check_static_int8("Exercise 1", reader, path, input_names=NAMES, max_len=MAX_LEN, tokenizer=tokenizer,
-                             splits=SPLITS, fp32_val_logits=tiny["fp32"], **kwargs)
+    checks.check_static_int8(reader, name="Exercise 1", model_path=path, input_names=NAMES, max_len=MAX_LEN,
+                             tokenizer=tokenizer, splits=SPLITS, fp32_val_logits=tiny["fp32"], **kwargs)
     return checks.outcomes["Exercise 1"]
 
 
@@ -129,7 +129,7 @@ def no_embed(tiny):
 
 
 def size_check(predicted, path):
-    checks.check_onnx_size_prediction("Exercise 2", predicted, path)
+    checks.check_onnx_size_prediction(predicted, name="Exercise 2", model_path=path)
     return checks.outcomes["Exercise 2"]
 
 

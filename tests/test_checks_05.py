@@ -42,7 +42,7 @@ def test_repaired_load_passes_the_rebuild(saved_int8, make_tiny_bert, strict):
         model.load_state_dict(torch.load(p, weights_only=True))
         return model
 
-    checks.check_repaired_load("ex", load_int8, path, int8_model, inputs)
+    checks.check_repaired_load(load_int8, name="ex", state_file=path, int8_model=int8_model, inputs=inputs)
     assert checks.outcomes["ex"] is True
 
 
@@ -75,7 +75,7 @@ def test_repaired_load_hints(saved_int8, make_tiny_bert, lenient, capsys, mistak
         model.load_state_dict(torch.load(p, weights_only=False))  # "unsafe": runs whatever the pickle says
         return model
 
-    checks.check_repaired_load("ex", load_int8, path, int8_model, inputs)
+    checks.check_repaired_load(load_int8, name="ex", state_file=path, int8_model=int8_model, inputs=inputs)
     assert checks.outcomes["ex"] is False
     assert hint in capsys.readouterr().out
 
@@ -83,7 +83,7 @@ def test_repaired_load_hints(saved_int8, make_tiny_bert, lenient, capsys, mistak
 def test_repaired_load_unanswered_and_strict(saved_int8, strict):
     int8_model, path, inputs = saved_int8
     with pytest.raises(checks.ExerciseNotSolved, match="no answer yet"):
-        checks.check_repaired_load("ex", ..., path, int8_model, inputs)
+        checks.check_repaired_load(..., name="ex", state_file=path, int8_model=int8_model, inputs=inputs)
 
 
 def test_the_trap_runs_only_without_weights_only(tmp_path):
@@ -133,7 +133,7 @@ def predicted(fp32, linear_bytes=1, quantized_embeddings=False):
 
 def test_size_prediction_passes_the_count(int8_safetensors, strict):
     fp32, path = int8_safetensors
-    checks.check_safetensors_size("ex", predicted(fp32), path)
+    checks.check_safetensors_size(predicted(fp32), name="ex", path=path)
     assert checks.outcomes["ex"] is True
 
 
@@ -143,16 +143,16 @@ def test_size_prediction_passes_the_count(int8_safetensors, strict):
 ])
 def test_size_prediction_hints(int8_safetensors, lenient, capsys, kwargs, hint):
     fp32, path = int8_safetensors
-    checks.check_safetensors_size("ex", predicted(fp32, **kwargs), path)
+    checks.check_safetensors_size(predicted(fp32, **kwargs), name="ex", path=path)
     assert checks.outcomes["ex"] is False and hint in capsys.readouterr().out
 
 
 def test_size_prediction_off_by_a_little(int8_safetensors, lenient, capsys):
     fp32, path = int8_safetensors
-    checks.check_safetensors_size("ex", predicted(fp32) * 1.15, path)
+    checks.check_safetensors_size(predicted(fp32) * 1.15, name="ex", path=path)
     out = capsys.readouterr().out
     assert checks.outcomes["ex"] is False and "off by +" in out and "69,760 int8 weight elements at 1 byte" in out
-    checks.check_safetensors_size("ex", "big", path)
+    checks.check_safetensors_size("big", name="ex", path=path)
     assert "expected a number of bytes" in capsys.readouterr().out
 
 
@@ -165,7 +165,7 @@ def test_weight_scale_passes_the_packed_weight(strict):
             return weight.q_scale()
         return weight.q_per_channel_scales()
 
-    checks.check_weight_scale("ex", weight_scale)
+    checks.check_weight_scale(weight_scale, name="ex")
     assert checks.outcomes["ex"] is True
 
 
@@ -175,5 +175,5 @@ def test_weight_scale_passes_the_packed_weight(strict):
     (lambda layer: 0.01, "wrong for a torch.per_tensor_affine weight"),
 ])
 def test_weight_scale_hints(lenient, capsys, answer, hint):
-    checks.check_weight_scale("ex", answer)
+    checks.check_weight_scale(answer, name="ex")
     assert checks.outcomes["ex"] is False and hint in capsys.readouterr().out

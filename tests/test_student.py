@@ -87,7 +87,7 @@ def test_unanswered_stub_gets_the_no_answer_hint(monkeypatch, capsys):
     monkeypatch.delenv(checks.STRICT_ENV_VAR, raising=False)
     namespace = {}
     exec(student.stub_source("answer = 3\n"), namespace)
-    checks.check_equal("stub", namespace["answer"], 3, hint="count again")
+    checks.check_equal(namespace["answer"], name="stub", expected=3, hint="count again")
     assert "❌ stub: not yet. Hint: no answer yet" in capsys.readouterr().out
 
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import math
 import os
 
+__all__ = ["STRICT_ENV_VAR", "outcomes", "ExerciseNotSolved", "strict", "report", "check_equal", "check_close",
+           "check_true"]
+
 STRICT_ENV_VAR = "INT8_COURSE_STRICT_CHECKS"
 
 #: The latest verdict per exercise name in this kernel (True: correct), for tests and summaries.
@@ -47,13 +50,13 @@ def report(name: str, passed: bool, hint: str, success: str = "") -> None:
     print(message)
 
 
-def check_equal(name: str, answer, expected, hint: str, success: str = "") -> None:
+def check_equal(answer, *, expected, hint: str, name: str, success: str = "") -> None:
     if _unanswered(answer):
         return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
     return report(name, answer == expected, hint, success)
 
 
-def check_close(name: str, answer, expected: float, hint: str, rel: float = 1e-3, abs_tol: float = 1e-6,
+def check_close(answer, *, expected: float, hint: str, name: str, rel: float = 1e-3, abs_tol: float = 1e-6,
                 success: str = "") -> None:
     if _unanswered(answer):
         return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
@@ -64,7 +67,7 @@ def check_close(name: str, answer, expected: float, hint: str, rel: float = 1e-3
     return report(name, ok, hint, success)
 
 
-def check_true(name: str, condition, hint: str, success: str = "") -> None:
+def check_true(condition, *, hint: str, name: str, success: str = "") -> None:
     if _unanswered(condition):
         return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
     return report(name, bool(condition), hint, success)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from ._core import _unanswered, call_learner, report
 
+__all__ = ["check_per_channel_scales", "sqnr_by_ratio", "check_clip_ratio_choice"]
 
-def _probe_weights_01():
+
+def _probe_weights():
     """Rows that catch the usual slips: one-sided rows (max|w| is -min, not max), an all-zero row (scale 0)."""
     import torch
 
@@ -16,7 +18,7 @@ def _probe_weights_01():
     return w
 
 
-def check_per_channel_scales(name: str, per_channel_scales, weights) -> None:
+def check_per_channel_scales(per_channel_scales, *, name: str, weights) -> None:
     """Notebook 01: ``per_channel_scales(w)`` returns one float32 scale per output row of ``w``, bit-exactly those
     of ``torch.ao.quantization.observer.PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8,
     qscheme=torch.per_channel_symmetric)``. Checked on each tensor of ``weights`` and on probe rows (one-sided and
@@ -28,7 +30,7 @@ def check_per_channel_scales(name: str, per_channel_scales, weights) -> None:
     base = "Return a float32 tensor with one scale per output row: max|w| of the row divided by 127.5."
     if _unanswered(per_channel_scales):
         return report(name, False, start + base)
-    cases = [("the probe rows", _probe_weights_01())] + [(f"weights[{i}]", w.detach()) for i, w in enumerate(weights)]
+    cases = [("the probe rows", _probe_weights())] + [(f"weights[{i}]", w.detach()) for i, w in enumerate(weights)]
     for label, w in cases:
         got, error = call_learner(per_channel_scales, w)
         if error:
@@ -38,14 +40,14 @@ def check_per_channel_scales(name: str, per_channel_scales, weights) -> None:
         observer = PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
         observer(w)
         expected = observer.calculate_qparams()[0].to(torch.float32)
-        hint = _scales_hint_01(got, expected, w, label)
+        hint = _scales_hint(got, expected, w, label)
         if hint:
             return report(name, False, hint)
     rows = sum(len(w) for _, w in cases)
     return report(name, True, "", f"bit-exact with PerChannelMinMaxObserver on {len(cases)} tensors ({rows} rows).")
 
 
-def _scales_hint_01(got, expected, w, label: str) -> str | None:
+def _scales_hint(got, expected, w, label: str) -> str | None:
     """None when ``got`` equals the observer's scales bit for bit, else the most specific hint."""
     import torch
 
@@ -78,7 +80,7 @@ def _scales_hint_01(got, expected, w, label: str) -> str | None:
             f"max(|min|, |max|) (w.abs().amax(dim=1)), not its max: rows can be one-sided.")
 
 
-def _mean_sqnr_01(batches, lo: float, hi: float, bits: int) -> float:
+def _mean_sqnr(batches, lo: float, hi: float, bits: int) -> float:
     from .. import int8
 
     return sum(int8.sqnr_db(b, int8.fake_quantize(b, bits, "affine", clip=(lo, hi))) for b in batches) / len(batches)
@@ -87,10 +89,10 @@ def _mean_sqnr_01(batches, lo: float, hi: float, bits: int) -> float:
 def sqnr_by_ratio(batches, lo: float, hi: float, ratios, bits: int) -> dict[float, float]:
     """Mean SQNR (dB) over ``batches`` of the static affine range ``(r * lo, r * hi)`` for each ratio ``r``
     (``helpers.int8.fake_quantize`` with ``clip``): the reference for ``check_clip_ratio_choice``."""
-    return {r: _mean_sqnr_01(batches, r * lo, r * hi, bits) for r in ratios}
+    return {r: _mean_sqnr(batches, r * lo, r * hi, bits) for r in ratios}
 
 
-def _probe_batches_01(kind: str):
+def _probe_batches(kind: str):
     """Synthetic batches whose best ratio differs from real activations': uniform data (little clipping pays) or
     Gaussian data with rare huge values (clipping hard pays at 4 bits)."""
     import torch
@@ -104,7 +106,7 @@ def _probe_batches_01(kind: str):
     return batches
 
 
-def check_clip_ratio_choice(name: str, choose_clip_ratio, val_batches, test_batches, lo: float, hi: float,
+def check_clip_ratio_choice(choose_clip_ratio, *, name: str, val_batches, test_batches, lo: float, hi: float,
                             ratios, bits: int) -> None:
     """Notebook 01: ``choose_clip_ratio(batches, lo, hi, ratios, bits)`` returns the ratio ``r`` whose static range
     ``(r * lo, r * hi)`` gives the highest mean SQNR over ``batches``. Checked on the validation batches and on two
@@ -134,7 +136,7 @@ def check_clip_ratio_choice(name: str, choose_clip_ratio, val_batches, test_batc
                     + base)
         return report(name, False, hint)
     for kind in ("uniform", "outliers"):
-        batches = _probe_batches_01(kind)
+        batches = _probe_batches(kind)
         b_lo, b_hi = min(b.min().item() for b in batches), max(b.max().item() for b in batches)
         probe = sqnr_by_ratio(batches, b_lo, b_hi, ratios, bits)
         probe_got, error = call_learner(choose_clip_ratio, batches, b_lo, b_hi, list(ratios), bits)

@@ -4,25 +4,28 @@ from __future__ import annotations
 
 from ._core import _unanswered, call_learner, report
 
+__all__ = ["ENGINE_CASES", "NO_ENGINE_CASES", "check_engine_picker", "layer_choice", "check_layer_choice",
+           "check_int8_size_prediction"]
+
 #: (supported engines, platform.machine(), the engines a correct pick may return) for ``check_engine_picker``.
-ENGINE_CASES_02 = (
+ENGINE_CASES = (
     (("qnnpack", "onednn", "x86", "fbgemm"), "x86_64", ("x86",)),  # torch 2.x on x86-64: qnnpack is listed first
     (("qnnpack", "fbgemm"), "x86_64", ("fbgemm",)),  # an older x86-64 build without the x86 engine
     (("qnnpack", "none"), "arm64", ("qnnpack",)),  # the source notes' machine: macOS on Apple silicon
     (("qnnpack", "onednn"), "aarch64", ("onednn", "qnnpack")),  # Linux on ARM: onednn (Arm Compute Library) is fast
 )
 #: Builds with no usable engine: a correct pick raises instead of returning "none".
-NO_ENGINE_CASES_02 = (((), "x86_64"), (("none",), "arm64"))
+NO_ENGINE_CASES = (((), "x86_64"), (("none",), "arm64"))
 
 
-def _toy_lstm_02():
+def _toy_lstm():
     import torch
 
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.LSTM(8, 8, 1))
 
 
-def check_engine_picker(pick_engine, name: str = "exercise 1") -> None:
+def check_engine_picker(pick_engine, *, name: str = "exercise 1") -> None:
     """Notebook 02: ``pick_engine(supported, machine)`` returns the engine to assign to
     ``torch.backends.quantized.engine``. Checked on simulated builds, then used as the fix on the notes' simulated
     machine (``helpers.engine.simulate_build``), where ``quantize_dynamic`` must no longer crash."""
@@ -33,7 +36,7 @@ def check_engine_picker(pick_engine, name: str = "exercise 1") -> None:
     if _unanswered(pick_engine) or _unanswered(pick_engine(["x86"], "x86_64")):
         return report(name, False, "no answer yet: replace the `...` with your code. Return one engine from the "
                       "list: x86 first on x86-64, qnnpack on ARM.")
-    for supported, machine, good in ENGINE_CASES_02:
+    for supported, machine, good in ENGINE_CASES:
         got, error = call_learner(pick_engine, list(supported), machine)
         if error:
             return report(name, False, f"pick_engine({list(supported)}, {machine!r}) raised {error}")
@@ -43,7 +46,7 @@ def check_engine_picker(pick_engine, name: str = "exercise 1") -> None:
                      "qnnpack runs on x86-64 too but far slower than x86/fbgemm: prefer x86, then fbgemm, there. "
                      if machine == "x86_64" else "On ARM, qnnpack is the engine to use. ")
             return report(name, False, hint)
-    for supported, machine in NO_ENGINE_CASES_02:
+    for supported, machine in NO_ENGINE_CASES:
         try:
             got = pick_engine(list(supported), machine)
         except (RuntimeError, ValueError) as err:
@@ -61,14 +64,14 @@ def check_engine_picker(pick_engine, name: str = "exercise 1") -> None:
     with engine.simulate_build():  # the notes' machine: qnnpack only, no engine active
         torch.backends.quantized.engine = pick_engine(torch.backends.quantized.supported_engines, "arm64")
         try:
-            torch.ao.quantization.quantize_dynamic(_toy_lstm_02(), {torch.nn.LSTM}, dtype=torch.qint8)
+            torch.ao.quantization.quantize_dynamic(_toy_lstm(), {torch.nn.LSTM}, dtype=torch.qint8)
         except RuntimeError as err:
             return report(name, False, f"on the simulated notes' machine quantize_dynamic still fails: {err}")
     return report(name, True, "", "Your pick is the fix: on the simulated notes' machine the recipe now quantizes "
                   "instead of crashing with NoQEngine, and a build with no engine fails early with a clear message.")
 
 
-def _qconfig_for_02(module):
+def _qconfig_for(module):
     """The qconfig a notebook-02 layer can take: dynamic for LSTM and Linear, weight-only for an embedding."""
     import torch
 
@@ -79,7 +82,7 @@ def _qconfig_for_02(module):
     return None
 
 
-def layer_choice_02(fp32_model, val_ids, fp32_val_logits, min_agreement: float | None = None,
+def layer_choice(fp32_model, val_ids, fp32_val_logits, min_agreement: float | None = None,
                     min_layer_shrink: float = 0.5) -> tuple[frozenset, dict]:
     """The answer ``check_layer_choice`` expects: among the non-empty sets of ``fp32_model``'s children that pay off
     in size (int8 file at most ``min_layer_shrink`` x fp32's), the one ``evaluation.select_on_validation`` picks
@@ -93,7 +96,7 @@ def layer_choice_02(fp32_model, val_ids, fp32_val_logits, min_agreement: float |
 
     paying = []
     for child_name, child in fp32_model.named_children():
-        qconfig = _qconfig_for_02(child)
+        qconfig = _qconfig_for(child)
         if qconfig is None:
             continue
         quantized = torch.ao.quantization.quantize_dynamic(torch.nn.Sequential(copy.deepcopy(child)),
@@ -103,7 +106,7 @@ def layer_choice_02(fp32_model, val_ids, fp32_val_logits, min_agreement: float |
     scored = {}
     for k in range(1, len(paying) + 1):
         for names in itertools.combinations(paying, k):
-            spec = {type(getattr(fp32_model, n)): _qconfig_for_02(getattr(fp32_model, n)) for n in names}
+            spec = {type(getattr(fp32_model, n)): _qconfig_for(getattr(fp32_model, n)) for n in names}
             candidate = torch.ao.quantization.quantize_dynamic(fp32_model, spec)
             comparison = evaluation.compare(fp32_val_logits, lstm.predict(candidate, val_ids),
                                             split=evaluation.VALIDATION)
@@ -114,7 +117,7 @@ def layer_choice_02(fp32_model, val_ids, fp32_val_logits, min_agreement: float |
     return chosen, scored
 
 
-def check_layer_choice(fp32_model, chosen_model, val_ids, fp32_val_logits, name: str = "exercise 2",
+def check_layer_choice(chosen_model, *, fp32_model, val_ids, fp32_val_logits, name: str = "exercise 2",
                        min_agreement: float | None = None, min_layer_shrink: float = 0.5) -> None:
     """Notebook 02: ``chosen_model`` (``quantize_dynamic`` of ``fp32_model`` with the learner's ``qconfig_spec``)
     quantizes no layer that fails to shrink, and among the layers that do, exactly the set chosen on the validation
@@ -139,7 +142,7 @@ def check_layer_choice(fp32_model, chosen_model, val_ids, fp32_val_logits, name:
                               "file: it does not pay off in size, and it adds rounding. Leave its type out of "
                               "qconfig_spec (the breakdown table above says which layers shrink).")
             quantized.add(child_name)
-    expected, scored = layer_choice_02(fp32_model, val_ids, fp32_val_logits, min_agreement, min_layer_shrink)
+    expected, scored = layer_choice(fp32_model, val_ids, fp32_val_logits, min_agreement, min_layer_shrink)
     if quantized == expected:
         comparison, size = scored[expected]
         ratio = size / measure.state_dict_bytes(fp32_model)
@@ -156,7 +159,7 @@ def check_layer_choice(fp32_model, chosen_model, val_ids, fp32_val_logits, name:
                   "evaluation.select_on_validation(..., prefer=smaller file) choose.")
 
 
-def check_int8_size_prediction(predict_int8_bytes, extra_lstms=(), name: str = "exercise 3",
+def check_int8_size_prediction(predict_int8_bytes, *, extra_lstms=(), name: str = "exercise 3",
                                tolerance: float = 0.01) -> None:
     """Notebook 02: ``predict_int8_bytes(lstm_module)`` predicts the bytes of ``torch.save(state_dict)`` of the
     dynamically quantized ``nn.LSTM``, within ``tolerance`` (relative), for LSTMs of several shapes plus

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from ._core import _unanswered, number_answer, report
 
+__all__ = ["check_qconfig_spec", "check_size_prediction"]
+
 
 def _names_text(names, limit: int = 3) -> str:
     names = sorted(names)
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def check_qconfig_spec(name: str, spec, fp32_model, tokenizer, split, fp32_logits, max_len: int, kept_group: str,
+def check_qconfig_spec(spec, *, name: str, fp32_model, tokenizer, split, fp32_logits, max_len: int, kept_group: str,
                        kept_layers, expected_agreement: float) -> None:
     """Notebook 03: ``spec`` is a ``qconfig_spec`` for ``quantize_dynamic`` that keeps exactly ``kept_layers`` (the
     group chosen on validation) float and quantizes every other Linear per tensor. The check builds the model from
@@ -58,7 +60,7 @@ def check_qconfig_spec(name: str, spec, fp32_model, tokenizer, split, fp32_logit
                           f"{got.agreement:.1%} of the {got.n} validation sentences.")
 
 
-def check_size_prediction(name: str, predicted_bytes, measured_bytes: int, fp32_model, rel: float = 0.01) -> None:
+def check_size_prediction(predicted_bytes, *, name: str, measured_bytes: int, fp32_model, rel: float = 0.01) -> None:
     """Notebook 03: a file size predicted from parameter counts (int8 Linear weights and embedding rows, a float
     scale and offset per embedding row, everything else fp32) against the measured ``measured_bytes``."""
     from torch import nn

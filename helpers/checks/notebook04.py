@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from ._core import _unanswered, report
 
+__all__ = ["check_static_int8", "check_onnx_size_prediction"]
 
-def _reader_batches_04(reader, limit: int = 10_000) -> tuple[list[dict], str | None]:
+
+def _reader_batches(reader, limit: int = 10_000) -> tuple[list[dict], str | None]:
     """Every batch a calibration reader yields after ``rewind()`` (if it has one), or an error text."""
     if callable(getattr(reader, "rewind", None)):
         reader.rewind()
@@ -21,7 +23,7 @@ def _reader_batches_04(reader, limit: int = 10_000) -> tuple[list[dict], str | N
     return batches, f"get_next() still returned data after {limit} calls: return None when the sentences run out"
 
 
-def _check_feeds_04(batches: list[dict], input_names, max_len: int) -> str | None:
+def _check_feeds(batches: list[dict], input_names, max_len: int) -> str | None:
     """What is wrong with a reader's batches (names, types, shapes), or None."""
     import numpy as np
 
@@ -42,7 +44,7 @@ def _check_feeds_04(batches: list[dict], input_names, max_len: int) -> str | Non
     return None
 
 
-def check_static_int8(name: str, reader, model_path, *, input_names, max_len: int, tokenizer, splits,
+def check_static_int8(reader, *, name: str, model_path, input_names, max_len: int, tokenizer, splits,
                       fp32_val_logits, min_agreement: float = 0.9) -> None:
     """Notebook 04: a learner's ``CalibrationDataReader`` and the static int8 model ``quantize_static`` made with
     it. The reader's batches must be dicts of int64 ``[batch, max_len]`` arrays keyed by the model's inputs, made of
@@ -58,8 +60,8 @@ def check_static_int8(name: str, reader, model_path, *, input_names, max_len: in
     if not callable(getattr(reader, "get_next", None)):
         return report(name, False, f"my_reader is a {type(reader).__name__}; it needs a get_next() method "
                       "(subclass onnxruntime.quantization.CalibrationDataReader)")
-    batches, error = _reader_batches_04(reader)
-    error = error or _check_feeds_04(batches, list(input_names), max_len)
+    batches, error = _reader_batches(reader)
+    error = error or _check_feeds(batches, list(input_names), max_len)
     if error:
         return report(name, False, error)
     encoded = tokenizer(list(splits["train"].texts), padding="max_length", truncation=True, max_length=max_len)
@@ -84,7 +86,7 @@ def check_static_int8(name: str, reader, model_path, *, input_names, max_len: in
                           f"{comparison.describe('your static int8 model')}")
 
 
-def check_onnx_size_prediction(name: str, predicted_mb, model_path, tolerance: float = 0.05) -> None:
+def check_onnx_size_prediction(predicted_mb, *, name: str, model_path, tolerance: float = 0.05) -> None:
     """Notebook 04: a predicted file size (MB) against the measured size of the dynamic int8 model that keeps the
     embeddings in fp32 (``EmbedLayerNormalization`` left unquantized, ``QAttention`` for the attention)."""
     from pathlib import Path

@@ -7,6 +7,8 @@ import os
 
 from ._core import _unanswered, number_answer, report
 
+__all__ = ["write_code_running_checkpoint", "check_repaired_load", "check_safetensors_size", "check_weight_scale"]
+
 
 class _RunsShellCommand(str):
     """Pickles as a call to ``os.system(<this string>)``: what a malicious checkpoint hides among its tensors."""
@@ -26,7 +28,7 @@ def write_code_running_checkpoint(path, marker) -> None:
                 "classifier.bias": _RunsShellCommand(f"touch {shlex.quote(str(marker))}")}, path)
 
 
-def check_repaired_load(name: str, load_int8, state_file, int8_model, inputs: dict) -> None:
+def check_repaired_load(load_int8, *, name: str, state_file, int8_model, inputs: dict) -> None:
     """``load_int8(path)`` must rebuild the int8 model from a ``torch.save(int8_model.state_dict())`` file, with
     logits bit-identical to ``int8_model``'s on ``inputs``, and must refuse a file whose pickle would run code."""
     import tempfile
@@ -80,7 +82,7 @@ def _safetensors_tensors(path) -> tuple[dict, int]:
     return {k: (v["dtype"], v["shape"]) for k, v in header.items() if k != "__metadata__"}, 8 + length
 
 
-def check_safetensors_size(name: str, predicted_bytes, path, rel: float = 0.01) -> None:
+def check_safetensors_size(predicted_bytes, *, name: str, path, rel: float = 0.01) -> None:
     """The predicted size of an int8 ``model.safetensors`` (torchao weights) must be within ``rel`` of the file's, or
     of its tensor bytes (the file without its JSON header)."""
     actual = os.path.getsize(path)
@@ -108,7 +110,7 @@ def check_safetensors_size(name: str, predicted_bytes, path, rel: float = 0.01) 
     return report(name, False, hint)
 
 
-def check_weight_scale(name: str, weight_scale) -> None:
+def check_weight_scale(weight_scale, *, name: str) -> None:
     """``weight_scale(layer)`` must return the scale of a dynamic int8 Linear's *weight*: a float for a per-tensor
     weight, the per-row scales for a per-channel one (never the layer's own ``scale``, its output qparam)."""
     import torch

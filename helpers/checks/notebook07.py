@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from ._core import _unanswered, report
 
+__all__ = ["check_fake_quantize", "check_calibration_choice"]
 
-def check_fake_quantize(x, fake, grad, scale: float, zero_point: int, qmin: int, qmax: int) -> None:
-    """Exercise: the fake-quantized values ``fake`` of ``x`` and the clipped straight-through gradient ``grad`` of
-    ``fake.sum()`` with respect to ``x``, both compared with ``torch.fake_quantize_per_tensor_affine`` and its autograd
-    (exact to 1e-6)."""
+
+def check_fake_quantize(answer, *, x, scale: float, zero_point: int, qmin: int, qmax: int,
+                        name: str = "fake quantization and its clipped STE gradient") -> None:
+    """Exercise: ``answer`` is ``(fake, grad)``, the fake-quantized values of ``x`` and the clipped straight-through
+    gradient of ``fake.sum()`` with respect to ``x``, both compared with ``torch.fake_quantize_per_tensor_affine``
+    and its autograd (exact to 1e-6)."""
     import torch
 
-    name = "fake quantization and its clipped STE gradient"
     hint = ("fake = (clamp(round(x * (1 / scale)) + zero_point, qmin, qmax) - zero_point) * scale; the gradient is 1.0 "
             "where round(x / scale) + zero_point lies inside [qmin, qmax] and 0.0 where the clamp saturates")
+    fake, grad = answer if isinstance(answer, (tuple, list)) and len(answer) == 2 else (answer, answer)
     if _unanswered(fake) or _unanswered(grad):
         return report(name, False, "no answer yet: replace the `...` with your code. " + hint)
     leaf = x.detach().clone().float().requires_grad_(True)
@@ -29,10 +32,10 @@ def check_fake_quantize(x, fake, grad, scale: float, zero_point: int, qmin: int,
     return report(name, max(forward_error, grad_error) <= 1e-6, detail + hint)
 
 
-def check_calibration_choice(answer, comparisons: dict, seconds: dict, budget_s: float) -> None:
+def check_calibration_choice(answer, *, comparisons: dict, seconds: dict, budget_s: float,
+                             name: str = "calibration under a time budget") -> None:
     """Exercise: the calibration setting (a key of ``comparisons``) with the highest validation agreement among those
     whose build time in ``seconds`` is within ``budget_s`` (ties: any of the tied settings)."""
-    name = "calibration under a time budget"
     hint = (f"keep the settings whose build took <= {budget_s:.1f} s, then take the one whose comparison has the "
             "highest .agreement; answer with its name (a key of calib_val)")
     if _unanswered(answer):

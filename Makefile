@@ -30,10 +30,15 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 run: setup  ## execute every notebook headless into build/ (FULL=1 for workshop settings), then build/index.html
 	$(BIN)/python -m tools.run $(if $(FULL),--full) --kernel $(KERNEL)
 
-test: setup  ## lint, unit tests, then every notebook executed by nbval in smoke mode
+test: setup  ## lint, then the unit tests and every notebook (nbval, smoke mode), side by side on the cores
 	$(BIN)/ruff check helpers tools tests conftest.py
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
+	@mkdir -p build
+	@echo "unit tests run beside the notebooks; their report follows the notebooks' (build/unit-tests.log)"
+	@$(BIN)/python -m pytest tests -p no:cacheprovider > build/unit-tests.log 2>&1 & unit=$$!; \
+	$(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider; notebooks=$$?; \
+	wait $$unit; units=$$?; cat build/unit-tests.log; \
+	echo "notebooks: exit $$notebooks, unit tests: exit $$units"; [ $$notebooks -eq 0 ] && [ $$units -eq 0 ]
 
 lab: setup  ## open JupyterLab on the course kernel
 	$(BIN)/jupyter lab notebooks

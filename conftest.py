@@ -43,6 +43,8 @@ def pytest_terminal_summary(terminalreporter):
     terminalreporter.write_sep("-", "where the time went (seconds, setup + call + teardown)")
     for path, seconds in sorted(notebooks.items()):
         terminalreporter.write_line(f"{seconds:8.1f}  {path}")
+    if not tests:
+        return
     terminalreporter.write_line(f"{sum(tests.values()):8.1f}  unit tests ({len(tests)}), of which the slowest:")
     for nodeid, seconds in sorted(tests.items(), key=lambda kv: -kv[1])[:10]:
         terminalreporter.write_line(f"{seconds:8.1f}    {nodeid}")

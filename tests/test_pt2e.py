@@ -211,25 +211,6 @@ def test_inductor_freezing_is_set_inside_and_restored():
 
 # --- SmoothQuant by hand -----------------------------------------------------------------------------------------
 
-def test_smoothquant_keeps_the_fp32_function_and_flattens_channel_peaks(tiny, batches):
-    names = smoothquant.ffn_output_layers(tiny)
-    with torch.no_grad():  # plant a 40x outlier channel in the GELU output feeding layer 0's output.dense
-        tiny_outlier = copy.deepcopy(tiny)
-        tiny_outlier.bert.encoder.layer[0].intermediate.dense.weight[7].mul_(40.0)
-    smoothed = smoothquant.smooth_ffn_output(tiny_outlier, batches, alpha=0.5)
-    assert all(isinstance(smoothed.get_submodule(n), smoothquant.SmoothedLinear) for n in names)
-    for batch in batches:
-        assert torch.allclose(fp32_logits(smoothed, batch), fp32_logits(tiny_outlier, batch), atol=1e-4, rtol=0)
-    before = smoothquant.input_channel_absmax(tiny_outlier, names[:1], batches)[names[0]]
-    layer = smoothed.get_submodule(names[0])
-    after = before * layer.inv_scale  # the smoothed Linear's actual input, per channel
-    assert (after.max() / after.median()) < 0.5 * (before.max() / before.median())
-    with pytest.raises(ValueError, match="alpha"):
-        smoothquant.smoothing_scale(before, layer.linear.weight, alpha=1.5)
-
-
-# --- the compiled path (Inductor, freezing): the slowest test here ----------------------------------------------
-
 def test_build_static_int8_compiles_and_matches_the_converted_graph(tiny, batches):
     # without VNNI, 8-bit activations can saturate oneDNN's int16 pair sums; 7 bits make the kernels exact
     built = pt2e.build_static_int8(tiny, batches, reduce_range=not cpu.has_int8_dot(cpu.features()))

@@ -1,4 +1,5 @@
-"""The course's build tooling: what only ``make`` and CI run. Notebooks never import it (``tests/test_layout.py``).
+"""The course's build tooling: what only ``make`` and CI run. Notebooks never import it
+(``tests/policy/test_layout.py``).
 
 - ``run``      ``make run`` / ``make outputs``: execute every notebook headless with papermill, record wall times
 - ``report``   ``build/index.html`` and ``build/timings.md`` from what the run wrote under ``build/``

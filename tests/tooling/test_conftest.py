@@ -4,7 +4,7 @@ import json
 import re
 from pathlib import Path
 
-ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+ROOT_CONFTEST = Path(__file__).resolve().parents[2] / "conftest.py"
 NBVAL_OUTPUT_WAIT_S = int(re.search(r"^NBVAL_OUTPUT_WAIT_S = (\d+)$", ROOT_CONFTEST.read_text(), re.M).group(1))
 
 REPORT_HOOK = '''

@@ -4,7 +4,8 @@
 - every ``python -m`` target of the Makefile and CI that belongs to the project is in tools/, and the modules that
   used to be build tooling inside helpers/ (run, report, student) are gone from it;
 - no helpers module is used only by tools/ (it would be build tooling in the wrong folder);
-- ``helpers/__init__.py``'s index lists every module of helpers/, and nothing else.
+- ``helpers/__init__.py``'s index lists every module of helpers/, and nothing else;
+- tests/ mirrors helpers/: a test file per module, policy and tooling tests in their own folders.
 """
 
 import ast
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HELPERS, TOOLS = ROOT / "helpers", ROOT / "tools"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 #: Modules that were build tooling in helpers/ and now live in tools/.
@@ -155,3 +156,17 @@ def test_every_name_a_module_exports_exists():
         if absent:
             missing[name] = absent
     assert not missing, f"names in __all__ that the module does not define: {missing}"
+
+
+def test_the_tests_mirror_the_helpers():
+    """Each helpers module has its test file: ``helpers/x.py`` -> ``tests/test_x.py``; a subpackage
+    ``helpers/p/`` -> ``tests/p/`` or ``tests/test_p.py``. Notebook policy and tooling tests have their own folders."""
+    tests = ROOT / "tests"
+    missing = [p.stem for p in HELPERS.glob("*.py")
+               if p.stem != "__init__" and not (tests / f"test_{p.stem}.py").is_file()]
+    missing += [p.name for p in HELPERS.iterdir() if (p / "__init__.py").is_file()
+                and not (tests / p.name).is_dir() and not (tests / f"test_{p.name}.py").is_file()]
+    assert not missing, f"helpers modules without a test file: {sorted(missing)}"
+    stray = sorted(p.name for p in tests.glob("test_*.py")
+                   if not (HELPERS / f"{p.stem[5:]}.py").is_file() and not (HELPERS / p.stem[5:]).is_dir())
+    assert not stray, f"tests/ files named after no helpers module (move them to tests/policy or tooling): {stray}"

@@ -25,7 +25,7 @@ from helpers import checks
 from helpers.paths import cache_dir
 from tools import student
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = student.course_notebooks()
 #: Student copies executed end to end here (the others are covered statically; nbval runs the originals).
 EXECUTED = [nb for nb in NOTEBOOKS if nb.name.startswith("01_")]

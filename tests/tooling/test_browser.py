@@ -34,7 +34,7 @@ import pytest
 
 from helpers.paths import build_dir, cache_dir, notebooks_dir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = "01_int8_scaling.ipynb"
 #: Where the screenshot goes (resolved now, before any fixture points INT8_COURSE_BUILD elsewhere).
 SCREENSHOT = build_dir() / "browser" / "notebook01.png"

@@ -42,7 +42,7 @@ def test_every_run_records_its_mode_in_the_parameters(tmp_path, monkeypatch):
 
 # --- make outputs: the busy-machine refusal, the run record, the committed results --------------------------------
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 #: Committed notebooks whose outputs predate notebooks/results/: re-record each with ``make outputs FULL=1 NB=..``
 #: and remove it from here (the test below fails while an entry is stale).
 TO_RE_RECORD: tuple[str, ...] = ()

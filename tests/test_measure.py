@@ -1,8 +1,88 @@
-"""measure.Latency as notebooks print it (the timing itself is tested in test_measure_results)."""
+"""helpers.measure: sizes, latency, and models timed together round by round (with an injectable clock)."""
+
+import time
 
 import pytest
+import torch
 
 from helpers import measure
+
+
+def test_state_dict_bytes_tracks_parameters():
+    small, big = torch.nn.Linear(10, 10), torch.nn.Linear(100, 100)
+    assert measure.state_dict_bytes(big) > 100 * 100 * 4
+    assert measure.state_dict_bytes(small) < measure.state_dict_bytes(big)
+
+
+def test_size_on_disk_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing at"):
+        measure.size_on_disk(tmp_path / "nope.pt")
+
+
+def test_onnx_size_counts_external_data(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((256, 256), dtype=np.float32), "W")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])], [weight])
+    model = helper.make_model(graph)
+    path = tmp_path / "m.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    files = measure.onnx_files(path)
+    assert [f.name for f in files] == ["m.onnx", "m.onnx.data"]
+    assert measure.size_on_disk(path) > 256 * 256 * 4 > path.stat().st_size
+
+
+def test_onnx_invalid_file(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match="not a readable ONNX model"):
+        measure.onnx_files(bad)
+    with pytest.raises(FileNotFoundError, match="export the model first"):
+        measure.onnx_files(tmp_path / "missing.onnx")
+
+
+def test_latency_reports_median_spread_and_threads():
+    calls = []
+    lat = measure.latency(lambda: (calls.append(1), time.sleep(0.002)), runs=5, warmup=2, threads=1)
+    assert len(calls) == 7
+    assert lat.threads == 1 and lat.runs == 5
+    assert 2.0 <= lat.p10_ms <= lat.median_ms <= lat.p90_ms
+    assert lat.as_dict()["spread_ms"] == pytest.approx(lat.p90_ms - lat.p10_ms)
+
+
+def test_latency_restores_thread_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # not 1: with one thread already set, a latency(threads=1) that never restores passes
+    try:
+        seen = []
+        measure.latency(lambda: seen.append(torch.get_num_threads()), runs=1, warmup=0, threads=1)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_available_threads():
+    import os
+
+    n = measure.available_threads()
+    assert 1 <= n <= (os.cpu_count() or 1)
+
+
+def test_latency_bad_runs():
+    with pytest.raises(ValueError, match="runs >= 1"):
+        measure.latency(lambda: None, runs=0)
+
+
+def test_summarize_external_timings():
+    lat = measure.summarize([5.0, 1.0, 3.0, 2.0, 4.0], threads=2)
+    assert lat.median_ms == 3.0 and lat.runs == 5 and lat.threads == 2
+    assert lat.p10_ms == pytest.approx(1.4) and lat.p90_ms == pytest.approx(4.6)
+    with pytest.raises(ValueError, match="no timings"):
+        measure.summarize([], threads=1)
 
 
 def test_band_is_the_p10_p90_text_at_the_digits_asked():

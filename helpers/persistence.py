@@ -118,7 +118,7 @@ class NotQuantizedError(PersistenceError, ValueError):
 
 class UnsafeCheckpointError(PersistenceError, ValueError):
     """The file holds pickled objects that ``torch.load(weights_only=True)`` refuses to run (a global outside its
-    allow-list, or one from a blocked module such as ``os.system``). The payload is never executed."""
+    allow-list, such as ``os.system``), in a ``torch.save`` archive or a bare pickle. The payload is never run."""
 
 
 # --- the quantization spec ------------------------------------------------------------------------------------
@@ -257,8 +257,8 @@ def quiet_typed_storage():
 
 def unsafe_globals(path: str | os.PathLike) -> list[str]:
     """``torch.serialization.get_unsafe_globals_in_checkpoint(path)``: the Python callables and classes a
-    ``torch.save`` file asks for beyond ``weights_only``'s allow-list, read from its pickle without running it
-    (empty for a file that is not a readable checkpoint)."""
+    ``torch.save`` archive asks for beyond ``weights_only``'s allow-list, read from its pickle without running it.
+    Empty when the file is not such an archive or its pickle cannot be read that way."""
     try:
         return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except (ValueError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError):
@@ -274,15 +274,19 @@ def load_state_file(path: str | os.PathLike) -> dict:
         with quiet_typed_storage():
             state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        refused = unsafe_globals(path)
-        if refused:
-            raise UnsafeCheckpointError(
-                f"{shown(path)} holds pickled Python objects, not just tensors: it asks for {', '.join(refused)}, "
-                "which torch.load(weights_only=True) refused to run. Nothing in the file was executed. Save a "
-                "state_dict instead of the whole module (save_quantized does); load it with weights_only=False only "
-                "if you fully trust where the file came from.") from exc
-        raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint (the unpickler read "
-                                     "garbage). Save the model again.") from exc
+        with open(path, "rb") as f:
+            pickled = f.read(1) == b"\x80" or zipfile.is_zipfile(path)  # a bare pickle (PROTO), or torch.save's zip
+        if not pickled:
+            raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint (neither a torch.save "
+                                         "archive nor a pickle). Save the model again.") from exc
+        asks = unsafe_globals(path)
+        what = (f"it asks for {', '.join(asks)}" if asks else
+                f"it holds pickled objects beyond tensors (torch: {' '.join(str(exc).split())})")
+        raise UnsafeCheckpointError(
+            f"torch.load(weights_only=True) refused {shown(path)}: {what}. Nothing in the file was executed. Do not "
+            "load it with weights_only=False unless you wrote it yourself: that would run them. If they are classes "
+            "of your own that you trust, allow just those with torch.serialization.safe_globals([...]); otherwise "
+            "ask for the weights as safetensors or as a state_dict (save_quantized writes one).") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint ({type(exc).__name__}: "
                                      f"{str(exc).splitlines()[0]}). Save the model again.") from exc

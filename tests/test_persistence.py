@@ -247,7 +247,7 @@ def test_pickled_module_is_refused(tmp_path):
     _, q = make_int8_mlp()
     path = tmp_path / "whole.pt"
     torch.save(q, path)
-    with pytest.raises(P.UnsafeCheckpointError, match="weights_only=False only if you fully trust"):
+    with pytest.raises(P.UnsafeCheckpointError, match="torch.nn.modules.container.Sequential"):
         P.load_state_file(path)
 
 
@@ -272,8 +272,9 @@ def test_blocked_global_is_unsafe_and_the_payload_never_runs(tmp_path):
     with pytest.raises(P.UnsafeCheckpointError) as raised:
         P.load_state_file(path)
     message = str(raised.value)
-    assert f"it asks for {blocked}, which torch.load(weights_only=True) refused" in message  # names the global
-    assert "weights_only=False only if you fully trust" in message  # says what to do
+    assert f"it asks for {blocked}. Nothing in the file was executed" in message  # names the global
+    assert "Do not load it with weights_only=False unless you wrote it" in message  # says what to do
+    assert "torch.serialization.safe_globals" in message
     assert "Nothing in the file was executed" in message
     assert "truncated" not in message
     assert not isinstance(raised.value, P.CorruptCheckpointError)
@@ -287,8 +288,20 @@ def test_blocked_global_behind_a_valid_manifest_is_refused(saved_mlp, tmp_path):
     manifest = json.loads((directory / P.MANIFEST_FILE).read_text())  # an attacker rewrites the checksum too
     manifest["files"][P.WEIGHTS_FILE] = {"sha256": sha256_file(weights), "bytes": weights.stat().st_size}
     (directory / P.MANIFEST_FILE).write_text(json.dumps(manifest))
-    with pytest.raises(P.UnsafeCheckpointError, match="refused to run"):
+    with pytest.raises(P.UnsafeCheckpointError, match="refused"):
         P.load_quantized(directory, build_mlp)
+    assert not marker.exists()
+
+
+def test_a_bare_pickle_that_runs_code_is_unsafe_not_corrupt(tmp_path):
+    """``pickle.dump`` (protocol 4/5, STACK_GLOBAL) is no torch.save archive: the payload is still refused, unrun."""
+    import pickle
+
+    marker, path = tmp_path / "payload-ran", tmp_path / "model.bin"
+    with open(path, "wb") as f:
+        pickle.dump({"payload": _RunsShellCommand(f"touch {shlex.quote(str(marker))}")}, f, protocol=4)
+    with pytest.raises(P.UnsafeCheckpointError, match="pickled objects beyond tensors"):
+        P.load_state_file(path)
     assert not marker.exists()
 
 

@@ -15,7 +15,7 @@ def pytest_collection_modifyitems(session, config, items):
         if hasattr(item, "output_timeout"):
             item.output_timeout = max(item.output_timeout, NBVAL_OUTPUT_WAIT_S)
 
-pytest_plugins = ["pytester"]  # tests/test_conftest.py runs nbval's collection in a scratch directory
+pytest_plugins = ["pytester"]  # tests/tooling/test_conftest.py runs nbval's collection in a scratch directory
 
 
 def time_per_part(reports) -> tuple[dict[str, float], dict[str, float]]:

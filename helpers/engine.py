@@ -84,7 +84,7 @@ def choose_engine(supported, machine: str, override: str | None = None, system: 
         raise NoQuantizedEngineError(
             f"No quantized engine is available (torch.backends.quantized.supported_engines = {list(supported)}), so "
             "int8 operators fail with 'NoQEngine'. Install an official PyTorch CPU build, which ships x86/fbgemm on "
-            f"x86-64 and qnnpack on ARM: `pip install torch=={torch.__version__.split('+')[0]}`. A custom build needs "
+            "x86-64 and qnnpack on ARM (this course's: `pip install -r requirements.txt`). A custom build needs "
             "USE_FBGEMM=1 or USE_PYTORCH_QNNPACK=1."
         )
     key = platform_key(machine, system)

@@ -50,8 +50,6 @@ def config_for(smoke: bool) -> FinetuneConfig:
     return SMOKE if smoke else FULL
 
 
-# --- inference ------------------------------------------------------------------------------------------------
-
 # --- training -------------------------------------------------------------------------------------------------
 
 def train(config: FinetuneConfig, progress: bool = True):

@@ -301,8 +301,9 @@ def quantize_classifier(model: torch.nn.Module, tokenizer, max_len: int, calibra
             quantized = nncf.quantize(ov_model, nncf.Dataset(items, lambda item: item), **kwargs)
         except (nncf.ValidationError, RuntimeError) as exc:
             raise OpenVinoRouteError(f"nncf.quantize failed ({type(exc).__name__}: {exc}). If it names the ignored "
-                                     "scope, a pattern matched no node: list the node names with "
-                                     "[op.get_friendly_name() for op in read_model(xml).get_ordered_ops()].") from exc
+                                     "scope, a pattern matched no node: list the MatMul names with "
+                                     "[op.get_friendly_name() for op in read_model(xml).get_ordered_ops() "
+                                     "if op.get_type_name() == 'MatMul'].") from exc
         ov.save_model(quantized, str(path), compress_to_fp16=False)
 
     return cached_ir(settings, build, root)

@@ -255,14 +255,38 @@ def quiet_typed_storage():
         yield
 
 
-def unsafe_globals(path: str | os.PathLike) -> list[str]:
-    """``torch.serialization.get_unsafe_globals_in_checkpoint(path)``: the Python callables and classes a
-    ``torch.save`` archive asks for beyond ``weights_only``'s allow-list, read from its pickle without running it.
-    Empty when the file is not such an archive or its pickle cannot be read that way."""
+def pickled_globals(path: str | os.PathLike) -> list[str] | None:
+    """What a file's pickle asks the unpickler to import, read with ``pickletools`` without running anything: the
+    ``module.name`` of each global in a ``torch.save`` archive's ``data.pkl`` or in a bare pickle. For an archive,
+    ``torch.serialization.get_unsafe_globals_in_checkpoint`` keeps those outside ``weights_only``'s allow-list.
+    None when the bytes are not a readable pickle (a damaged file)."""
+    import pickletools
+
     try:
-        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except (ValueError, RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError):
-        return []
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        else:
+            data = Path(path).read_bytes()
+        found, strings = set(), []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                found.add(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.add(".".join(strings[-2:]))
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # a best-effort read of untrusted bytes: anything that stops it means "not readable"
+        return None
+    try:
+        return sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) & found) or sorted(found)
+    except Exception:  # not an archive torch can scan (a bare pickle, a pickle protocol it does not read)
+        return sorted(found)
+
+
+#: Modules whose callables run commands or code: a file that asks for one is an attack, whoever sent it (our list,
+#: not torch's: torch blocks some of them in its weights-only unpickler whatever you allow).
+RUNS_CODE = ("os", "posix", "nt", "subprocess", "sys", "builtins", "shutil", "socket", "runpy", "importlib", "pty")
 
 
 def load_state_file(path: str | os.PathLike) -> dict:
@@ -274,19 +298,17 @@ def load_state_file(path: str | os.PathLike) -> dict:
         with quiet_typed_storage():
             state = torch.load(path, weights_only=True, map_location="cpu")
     except pickle.UnpicklingError as exc:
-        with open(path, "rb") as f:
-            pickled = f.read(1) == b"\x80" or zipfile.is_zipfile(path)  # a bare pickle (PROTO), or torch.save's zip
-        if not pickled:
-            raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint (neither a torch.save "
-                                         "archive nor a pickle). Save the model again.") from exc
-        asks = unsafe_globals(path)
-        what = (f"it asks for {', '.join(asks)}" if asks else
-                f"it holds pickled objects beyond tensors (torch: {' '.join(str(exc).split())})")
-        raise UnsafeCheckpointError(
-            f"torch.load(weights_only=True) refused {shown(path)}: {what}. Nothing in the file was executed. Do not "
-            "load it with weights_only=False unless you wrote it yourself: that would run them. If they are classes "
-            "of your own that you trust, allow just those with torch.serialization.safe_globals([...]); otherwise "
-            "ask for the weights as safetensors or as a state_dict (save_quantized writes one).") from exc
+        asks = pickled_globals(path)
+        if not asks:  # unreadable, or a pickle that names nothing: the bytes are damaged
+            raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint (its pickle cannot "
+                                         "be read). Save the model again.") from exc
+        runs_code = [g for g in asks if g.split(".")[0] in RUNS_CODE]
+        fix = (f"It runs code ({', '.join(runs_code)}): delete it, and never load it with weights_only=False."
+               if runs_code else "Load it with weights_only=False only if you wrote it yourself; if these are "
+               "classes of yours that you trust, allow just them with torch.serialization.safe_globals([...]). "
+               "Otherwise ask for the weights as safetensors or as a state_dict (save_quantized writes one).")
+        raise UnsafeCheckpointError(f"torch.load(weights_only=True) refused {shown(path)}: it asks for "
+                                    f"{', '.join(asks)}. Nothing in the file was executed. {fix}") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
         raise CorruptCheckpointError(f"{shown(path)} is truncated or not a torch checkpoint ({type(exc).__name__}: "
                                      f"{str(exc).splitlines()[0]}). Save the model again.") from exc

@@ -247,8 +247,9 @@ def test_pickled_module_is_refused(tmp_path):
     _, q = make_int8_mlp()
     path = tmp_path / "whole.pt"
     torch.save(q, path)
-    with pytest.raises(P.UnsafeCheckpointError, match="torch.nn.modules.container.Sequential"):
+    with pytest.raises(P.UnsafeCheckpointError, match="container.Sequential.*safe_globals") as raised:
         P.load_state_file(path)
+    assert "It runs code" not in str(raised.value)  # classes, not commands: the safe_globals advice applies
 
 
 class _RunsShellCommand:
@@ -273,9 +274,8 @@ def test_blocked_global_is_unsafe_and_the_payload_never_runs(tmp_path):
         P.load_state_file(path)
     message = str(raised.value)
     assert f"it asks for {blocked}. Nothing in the file was executed" in message  # names the global
-    assert "Do not load it with weights_only=False unless you wrote it" in message  # says what to do
-    assert "torch.serialization.safe_globals" in message
-    assert "Nothing in the file was executed" in message
+    assert f"It runs code ({blocked}): delete it, and never load it with weights_only=False" in message
+    assert "safe_globals" not in message  # no allow-listing advice for a command
     assert "truncated" not in message
     assert not isinstance(raised.value, P.CorruptCheckpointError)
     assert not marker.exists()
@@ -293,27 +293,43 @@ def test_blocked_global_behind_a_valid_manifest_is_refused(saved_mlp, tmp_path):
     assert not marker.exists()
 
 
-def test_a_bare_pickle_that_runs_code_is_unsafe_not_corrupt(tmp_path):
-    """``pickle.dump`` (protocol 4/5, STACK_GLOBAL) is no torch.save archive: the payload is still refused, unrun."""
+@pytest.mark.parametrize("protocol", [0, 1, 2, 4])
+def test_a_bare_pickle_that_runs_code_is_unsafe_not_corrupt(tmp_path, protocol):
+    """``pickle.dump`` writes no torch.save archive, and protocols 0-1 start without PROTO: still refused, unrun."""
     import pickle
 
     marker, path = tmp_path / "payload-ran", tmp_path / "model.bin"
     with open(path, "wb") as f:
-        pickle.dump({"payload": _RunsShellCommand(f"touch {shlex.quote(str(marker))}")}, f, protocol=4)
-    with pytest.raises(P.UnsafeCheckpointError, match="pickled objects beyond tensors"):
+        pickle.dump({"payload": _RunsShellCommand(f"touch {shlex.quote(str(marker))}")}, f, protocol=protocol)
+    with pytest.raises(P.UnsafeCheckpointError, match=rf"asks for {os.system.__module__}\.system.*It runs code"):
         P.load_state_file(path)
     assert not marker.exists()
 
 
-def test_unsafe_globals_lists_what_a_whole_module_pickle_asks_for(tmp_path):
+def test_garbage_is_corrupt_not_unsafe(tmp_path):
+    """Bytes that are no readable pickle, even behind a pickle's first bytes or inside a torch.save archive."""
+    torch.save({"w": torch.ones(3)}, tmp_path / "good.pt")
+    blob = bytearray((tmp_path / "good.pt").read_bytes())
+    start = blob.index(b"data.pkl") + len(b"data.pkl")
+    blob[start:start + 40] = b"\xff" * 40  # the pickle's bytes, in the archive's first record
+    cases = {"pickle-like.pt": b"\x80\x02" + b"\xff" * 50, "archive.pt": bytes(blob)}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises((P.CorruptCheckpointError, P.UnsafeCheckpointError)) as raised:
+            P.load_state_file(tmp_path / name)
+        assert isinstance(raised.value, P.CorruptCheckpointError), f"{name}: {raised.value}"
+
+
+def test_pickled_globals_reads_without_running(tmp_path):
     _, q = make_int8_mlp()
     torch.save(q, tmp_path / "whole.pt")
-    torch.save(q.state_dict(), tmp_path / "state.pt")
-    assert "torch.nn.modules.container.Sequential" in P.unsafe_globals(tmp_path / "whole.pt")
-    assert P.unsafe_globals(tmp_path / "state.pt") == []
+    asks = P.pickled_globals(tmp_path / "whole.pt")
+    assert "torch.nn.modules.container.Sequential" in asks
+    assert "torch._utils._rebuild_tensor_v2" not in asks  # allowed by weights_only, so torch's scan drops it
     (tmp_path / "garbage.pt").write_bytes(b"not a checkpoint")
-    assert P.unsafe_globals(tmp_path / "garbage.pt") == []  # unreadable is corrupt, not unsafe
-
+    assert P.pickled_globals(tmp_path / "garbage.pt") is None
+    torch.save(q.state_dict(), tmp_path / "state.pt")
+    assert P.load_state_file(tmp_path / "state.pt").keys() == q.state_dict().keys()
 
 
 def test_checkpoint_kind_and_spec():

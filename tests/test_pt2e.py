@@ -211,6 +211,8 @@ def test_inductor_freezing_is_set_inside_and_restored():
 
 # --- SmoothQuant by hand -----------------------------------------------------------------------------------------
 
+# --- the compiled path (Inductor, freezing): the slowest test here ----------------------------------------------
+
 def test_build_static_int8_compiles_and_matches_the_converted_graph(tiny, batches):
     # without VNNI, 8-bit activations can saturate oneDNN's int16 pair sums; 7 bits make the kernels exact
     built = pt2e.build_static_int8(tiny, batches, reduce_range=not cpu.has_int8_dot(cpu.features()))

@@ -42,5 +42,3 @@ def test_smoothquant_keeps_the_fp32_function_and_flattens_channel_peaks(tiny, ba
     with pytest.raises(ValueError, match="alpha"):
         smoothquant.smoothing_scale(before, layer.linear.weight, alpha=1.5)
 
-
-# --- the compiled path (Inductor, freezing): the slowest test here ----------------------------------------------

@@ -1,4 +1,4 @@
-"""Reading a bench run: table rows, the Pareto front, the target verdict and the recommendation, all computed from
+"""Reading a bench run: table rows, the target verdict and the recommendation, all computed from
 the measured ``BenchRun`` (never typed in)."""
 
 from __future__ import annotations

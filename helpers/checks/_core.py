@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 import os
 
-__all__ = ["STRICT_ENV_VAR", "outcomes", "ExerciseNotSolved", "strict", "report", "check_equal", "check_close",
-           "check_true"]
+__all__ = ["STRICT_ENV_VAR", "outcomes", "ExerciseNotSolved", "strict", "report", "check_equal", "check_close"]
 
 STRICT_ENV_VAR = "INT8_COURSE_STRICT_CHECKS"
 
@@ -65,12 +64,6 @@ def check_close(answer, *, expected: float, hint: str, name: str, rel: float = 1
     except (TypeError, ValueError):
         return report(name, False, f"expected a number, got {type(answer).__name__}. " + hint, success)
     return report(name, ok, hint, success)
-
-
-def check_true(condition, *, hint: str, name: str, success: str = "") -> None:
-    if _unanswered(condition):
-        return report(name, False, "no answer yet: replace the `...` with your code. " + hint, success)
-    return report(name, bool(condition), hint, success)
 
 
 def number_answer(name: str, answer, missing_hint: str) -> float | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ._core import _unanswered, call_learner, report
 
-__all__ = ["check_per_channel_scales", "sqnr_by_ratio", "check_clip_ratio_choice"]
+__all__ = ["check_per_channel_scales", "check_clip_ratio_choice"]
 
 
 def _probe_weights():
@@ -86,7 +86,7 @@ def _mean_sqnr(batches, lo: float, hi: float, bits: int) -> float:
     return sum(int8.sqnr_db(b, int8.fake_quantize(b, bits, "affine", clip=(lo, hi))) for b in batches) / len(batches)
 
 
-def sqnr_by_ratio(batches, lo: float, hi: float, ratios, bits: int) -> dict[float, float]:
+def _sqnr_by_ratio(batches, lo: float, hi: float, ratios, bits: int) -> dict[float, float]:
     """Mean SQNR (dB) over ``batches`` of the static affine range ``(r * lo, r * hi)`` for each ratio ``r``
     (``helpers.int8.fake_quantize`` with ``clip``): the reference for ``check_clip_ratio_choice``."""
     return {r: _mean_sqnr(batches, r * lo, r * hi, bits) for r in ratios}
@@ -123,10 +123,10 @@ def check_clip_ratio_choice(choose_clip_ratio, *, name: str, val_batches, test_b
         return report(name, False, start + base)
     if got not in ratios:
         return report(name, False, f"it returned {got!r}, which is not one of the candidate ratios {list(ratios)}.")
-    on_val = sqnr_by_ratio(val_batches, lo, hi, ratios, bits)
+    on_val = _sqnr_by_ratio(val_batches, lo, hi, ratios, bits)
     best = max(on_val, key=on_val.get)
     if on_val[got] < on_val[best] - 0.01:
-        on_test = sqnr_by_ratio(test_batches, lo, hi, ratios, bits)
+        on_test = _sqnr_by_ratio(test_batches, lo, hi, ratios, bits)
         if got == max(on_test, key=on_test.get):
             hint = "that ratio is the best on the test batches, not on validation: choose on validation only."
         elif got == min(on_val, key=on_val.get):
@@ -138,11 +138,11 @@ def check_clip_ratio_choice(choose_clip_ratio, *, name: str, val_batches, test_b
     for kind in ("uniform", "outliers"):
         batches = _probe_batches(kind)
         b_lo, b_hi = min(b.min().item() for b in batches), max(b.max().item() for b in batches)
-        probe = sqnr_by_ratio(batches, b_lo, b_hi, ratios, bits)
+        probe = _sqnr_by_ratio(batches, b_lo, b_hi, ratios, bits)
         probe_got, error = call_learner(choose_clip_ratio, batches, b_lo, b_hi, list(ratios), bits)
         if error or probe_got not in ratios or probe[probe_got] < max(probe.values()) - 0.01:
             return report(name, False, f"right on these batches, but on {kind} synthetic data it returned "
                                        f"{error or probe_got!r}; compute the choice from the batches you are given.")
-    on_test = sqnr_by_ratio(test_batches, lo, hi, [got, 1.0], bits)
+    on_test = _sqnr_by_ratio(test_batches, lo, hi, [got, 1.0], bits)
     return report(name, True, "", f"ratio {got}: on the test batches {on_test[got]:.2f} dB vs {on_test[1.0]:.2f} dB "
                                   f"with the calibrated range unclipped (ratio 1.0).")

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from ._core import _unanswered, call_learner, report
 
-__all__ = ["ENGINE_CASES", "NO_ENGINE_CASES", "check_engine_picker", "layer_choice", "check_layer_choice",
-           "check_int8_size_prediction"]
+__all__ = ["check_engine_picker", "check_layer_choice", "check_int8_size_prediction"]
 
 #: (supported engines, platform.machine(), the engines a correct pick may return) for ``check_engine_picker``.
-ENGINE_CASES = (
+_ENGINE_CASES = (
     (("qnnpack", "onednn", "x86", "fbgemm"), "x86_64", ("x86",)),  # torch 2.x on x86-64: qnnpack is listed first
     (("qnnpack", "fbgemm"), "x86_64", ("fbgemm",)),  # an older x86-64 build without the x86 engine
     (("qnnpack", "none"), "arm64", ("qnnpack",)),  # the source notes' machine: macOS on Apple silicon
     (("qnnpack", "onednn"), "aarch64", ("onednn", "qnnpack")),  # Linux on ARM: onednn (Arm Compute Library) is fast
 )
 #: Builds with no usable engine: a correct pick raises instead of returning "none".
-NO_ENGINE_CASES = (((), "x86_64"), (("none",), "arm64"))
+_NO_ENGINE_CASES = (((), "x86_64"), (("none",), "arm64"))
 
 
 def _toy_lstm():
@@ -36,7 +35,7 @@ def check_engine_picker(pick_engine, *, name: str = "exercise 1") -> None:
     if _unanswered(pick_engine) or _unanswered(pick_engine(["x86"], "x86_64")):
         return report(name, False, "no answer yet: replace the `...` with your code. Return one engine from the "
                       "list: x86 first on x86-64, qnnpack on ARM.")
-    for supported, machine, good in ENGINE_CASES:
+    for supported, machine, good in _ENGINE_CASES:
         got, error = call_learner(pick_engine, list(supported), machine)
         if error:
             return report(name, False, f"pick_engine({list(supported)}, {machine!r}) raised {error}")
@@ -46,7 +45,7 @@ def check_engine_picker(pick_engine, *, name: str = "exercise 1") -> None:
                      "qnnpack runs on x86-64 too but far slower than x86/fbgemm: prefer x86, then fbgemm, there. "
                      if machine == "x86_64" else "On ARM, qnnpack is the engine to use. ")
             return report(name, False, hint)
-    for supported, machine in NO_ENGINE_CASES:
+    for supported, machine in _NO_ENGINE_CASES:
         try:
             got = pick_engine(list(supported), machine)
         except (RuntimeError, ValueError) as err:
@@ -82,7 +81,7 @@ def _qconfig_for(module):
     return None
 
 
-def layer_choice(fp32_model, val_ids, fp32_val_logits, min_agreement: float | None = None,
+def _layer_choice(fp32_model, val_ids, fp32_val_logits, min_agreement: float | None = None,
                     min_layer_shrink: float = 0.5) -> tuple[frozenset, dict]:
     """The answer ``check_layer_choice`` expects: among the non-empty sets of ``fp32_model``'s children that pay off
     in size (int8 file at most ``min_layer_shrink`` x fp32's), the one ``evaluation.select_on_validation`` picks
@@ -142,7 +141,7 @@ def check_layer_choice(chosen_model, *, fp32_model, val_ids, fp32_val_logits, na
                               "file: it does not pay off in size, and it adds rounding. Leave its type out of "
                               "qconfig_spec (the breakdown table above says which layers shrink).")
             quantized.add(child_name)
-    expected, scored = layer_choice(fp32_model, val_ids, fp32_val_logits, min_agreement, min_layer_shrink)
+    expected, scored = _layer_choice(fp32_model, val_ids, fp32_val_logits, min_agreement, min_layer_shrink)
     if quantized == expected:
         comparison, size = scored[expected]
         ratio = size / measure.state_dict_bytes(fp32_model)

@@ -7,7 +7,7 @@ import os
 
 from ._core import _unanswered, number_answer, report
 
-__all__ = ["write_code_running_checkpoint", "check_repaired_load", "check_safetensors_size", "check_weight_scale"]
+__all__ = ["check_repaired_load", "check_safetensors_size", "check_weight_scale"]
 
 
 class _RunsShellCommand(str):
@@ -17,7 +17,7 @@ class _RunsShellCommand(str):
         return os.system, (str(self),)
 
 
-def write_code_running_checkpoint(path, marker) -> None:
+def _write_code_running_checkpoint(path, marker) -> None:
     """A state_dict-like file whose pickle runs ``touch <marker>`` through ``os.system`` when it is unpickled.
     ``torch.load(weights_only=True)`` refuses it (``os`` is a blocked module), so ``marker`` never appears."""
     import shlex
@@ -57,7 +57,7 @@ def check_repaired_load(load_int8, *, name: str, state_file, int8_model, inputs:
         return report(name, False, "the model loads but its logits differ from the int8 model's: " + rebuild)
     with tempfile.TemporaryDirectory() as scratch:
         marker, trap = Path(scratch) / "payload-ran", Path(scratch) / "quantized_state.pt"
-        write_code_running_checkpoint(trap, marker)
+        _write_code_running_checkpoint(trap, marker)
         try:
             returned = load_int8(trap)
         except Exception:  # refusing is right; which exception depends on how the learner loads

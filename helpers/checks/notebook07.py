@@ -16,7 +16,11 @@ def check_fake_quantize(answer, *, x, scale: float, zero_point: int, qmin: int, 
 
     hint = ("fake = (clamp(round(x * (1 / scale)) + zero_point, qmin, qmax) - zero_point) * scale; the gradient is 1.0 "
             "where round(x / scale) + zero_point lies inside [qmin, qmax] and 0.0 where the clamp saturates")
-    fake, grad = answer if isinstance(answer, (tuple, list)) and len(answer) == 2 else (answer, answer)
+    if _unanswered(answer):
+        return report(name, False, "no answer yet: replace the `...` with your code. " + hint)
+    if not (isinstance(answer, (tuple, list)) and len(answer) == 2):
+        return report(name, False, f"answer with the pair (fake, grad), got a {type(answer).__name__}. " + hint)
+    fake, grad = answer
     if _unanswered(fake) or _unanswered(grad):
         return report(name, False, "no answer yet: replace the `...` with your code. " + hint)
     leaf = x.detach().clone().float().requires_grad_(True)

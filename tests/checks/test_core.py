@@ -17,4 +17,4 @@ def test_checks_default_hint_and_strict(monkeypatch, capsys):
     assert "expected a number, got str" in capsys.readouterr().out
     monkeypatch.setenv(checks.STRICT_ENV_VAR, "1")
     with pytest.raises(checks.ExerciseNotSolved, match="look again"):
-        checks.check_true(False, name="ex3", hint="look again")
+        checks.check_equal(0, name="ex3", expected=1, hint="look again")

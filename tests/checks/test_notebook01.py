@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from helpers import checks, int8
+from helpers.checks import notebook01
 
 
 @pytest.fixture(autouse=True)
@@ -96,8 +97,8 @@ def activation_sets():
 
 def test_sqnr_by_ratio_finds_an_interior_optimum(activation_sets):
     val, test, lo, hi = activation_sets
-    on_val = checks.sqnr_by_ratio(val, lo, hi, RATIOS, 4)
-    on_test = checks.sqnr_by_ratio(test, lo, hi, RATIOS, 4)
+    on_val = notebook01._sqnr_by_ratio(val, lo, hi, RATIOS, 4)
+    on_test = notebook01._sqnr_by_ratio(test, lo, hi, RATIOS, 4)
     assert set(on_val) == set(RATIOS)
     best_val, best_test = max(on_val, key=on_val.get), max(on_test, key=on_test.get)
     assert best_val not in (1.0, 0.1) and best_val != best_test  # the fixture's premise
@@ -124,7 +125,7 @@ def test_lowest_sqnr_is_refused(activation_sets, capsys):
     val, test, lo, hi = activation_sets
 
     def worst(batches, lo, hi, ratios, bits):
-        on = checks.sqnr_by_ratio(batches, lo, hi, ratios, bits)
+        on = notebook01._sqnr_by_ratio(batches, lo, hi, ratios, bits)
         return min(on, key=on.get)
 
     checks.check_clip_ratio_choice(worst, name="ex3", val_batches=val, test_batches=test, lo=lo, hi=hi, ratios=RATIOS,

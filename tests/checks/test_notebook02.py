@@ -8,6 +8,7 @@ from torch import nn
 from torch.ao.quantization import default_dynamic_qconfig, float_qparams_weight_only_qconfig
 
 from helpers import checks, cpu, deprecations, lstm, measure
+from helpers.checks import notebook02
 
 
 @pytest.fixture(autouse=True)
@@ -88,12 +89,12 @@ LSTM_AND_EMBEDDING = {nn.LSTM: default_dynamic_qconfig, nn.Embedding: float_qpar
 
 def test_layer_choice_candidates_are_the_paying_layers_chosen_by_the_protocol(classifier):
     model, val_ids, val_logits = classifier
-    chosen, scored = checks.layer_choice(model, val_ids, val_logits, min_agreement=0.0)
+    chosen, scored = notebook02._layer_choice(model, val_ids, val_logits, min_agreement=0.0)
     # fc (128 x 2) does not shrink, so it is in no candidate; every candidate is scored on validation
     assert set(scored) == {frozenset({"lstm"}), frozenset({"embedding"}), frozenset({"lstm", "embedding"})}
     assert all(c.split == "validation" and c.n == len(val_ids) for c, _ in scored.values())
     assert chosen == frozenset({"lstm", "embedding"})  # every candidate is eligible: the smallest file wins
-    chosen, scored = checks.layer_choice(model, val_ids, val_logits, min_agreement=1.01)  # none eligible
+    chosen, scored = notebook02._layer_choice(model, val_ids, val_logits, min_agreement=1.01)  # none eligible
     assert chosen == max(scored, key=lambda names: scored[names][0].agreement)
 
 

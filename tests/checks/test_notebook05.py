@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from helpers import checks, deprecations
+from helpers.checks import notebook05
 
 deprecations.silence_known()
 
@@ -88,7 +89,7 @@ def test_repaired_load_unanswered_and_strict(saved_int8, strict):
 
 def test_the_trap_runs_only_without_weights_only(tmp_path):
     marker, trap = tmp_path / "ran", tmp_path / "trap.pt"
-    checks.write_code_running_checkpoint(trap, marker)
+    notebook05._write_code_running_checkpoint(trap, marker)
     with pytest.raises(Exception, match="blocked"):
         torch.load(trap, weights_only=True)
     assert not marker.exists()

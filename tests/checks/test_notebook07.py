@@ -28,6 +28,8 @@ def test_fake_quantize_checker(strict):
         checks.check_fake_quantize((X.clamp(-12.8, 12.7), rule), x=X, **QPARAMS)
     with pytest.raises(checks.ExerciseNotSolved, match="no answer yet"):
         checks.check_fake_quantize((..., ...), x=X, **QPARAMS)
+    with pytest.raises(checks.ExerciseNotSolved, match="answer with the pair"):
+        checks.check_fake_quantize(fake, x=X, **QPARAMS)
     with pytest.raises(checks.ExerciseNotSolved, match="shaped like x"):
         checks.check_fake_quantize((fake, torch.ones(3)), x=X, **QPARAMS)
 

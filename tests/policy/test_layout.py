@@ -159,8 +159,9 @@ def test_every_name_a_module_exports_exists():
 
 
 def test_the_tests_mirror_the_helpers():
-    """Each helpers module has its test file: ``helpers/x.py`` -> ``tests/test_x.py``; a subpackage
-    ``helpers/p/`` -> ``tests/p/`` or ``tests/test_p.py``. Notebook policy and tooling tests have their own folders."""
+    """Each top-level helpers module has its test file, ``helpers/x.py`` -> ``tests/test_x.py``; a subpackage
+    ``helpers/p/`` has a folder ``tests/p/`` or one file ``tests/test_p.py`` (mirrored per package, not per module
+    inside it). Notebook policy and tooling tests have their own folders."""
     tests = ROOT / "tests"
     missing = [p.stem for p in HELPERS.glob("*.py")
                if p.stem != "__init__" and not (tests / f"test_{p.stem}.py").is_file()]

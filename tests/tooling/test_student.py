@@ -106,7 +106,8 @@ def test_preprocessors_on_a_small_notebook(tmp_path):
     nb = make_notebook([nbformat.v4.new_markdown_cell("# 09 · Demo"),
                         nbformat.v4.new_code_cell("x = 1", execution_count=1,
                                                   outputs=[nbformat.v4.new_output("stream", text="1\n")]),
-                        solution, nbformat.v4.new_code_cell("checks.check_equal('e', answer, 9, hint='h')"),
+                        solution,
+                        nbformat.v4.new_code_cell("checks.check_equal(answer, name='e', expected=9, hint='h')"),
                         written])
     nb.metadata["papermill"] = {"duration": 1.0}
     path = tmp_path / "09_demo.ipynb"
@@ -115,7 +116,7 @@ def test_preprocessors_on_a_small_notebook(tmp_path):
     out = student.student_notebook(path)
     sources = [c.source for c in out.cells]
     assert sources == ["# 09 · Demo", "x = 1", "# your code here\nanswer = ...\n",
-                       "checks.check_equal('e', answer, 9, hint='h')", "*Your answer here.*"]
+                       "checks.check_equal(answer, name='e', expected=9, hint='h')", "*Your answer here.*"]
     assert all("solution" not in tags(c) for c in out.cells)
     assert [tags(c) for c in out.cells if "exercise" in tags(c)] == [["exercise"], ["exercise"]]
     assert all(c.outputs == [] and c.execution_count is None for c in out.cells if c.cell_type == "code")
